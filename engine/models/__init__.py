@@ -1,0 +1,1 @@
+"""Model loading for every stage: HF folders, GGUF files and the bundled default model."""
