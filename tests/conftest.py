@@ -66,3 +66,15 @@ def tiny_model_dir(bundled_model_dir, tmp_path_factory):
         return built[arch]
 
     return build
+
+
+pytest_plugins = ["nicegui.testing.user_plugin"]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh data dir for one test, exported as INKSTONE_HOME (the app, consumer and workers read it)."""
+    root = tmp_path / "inkstone-home"
+    root.mkdir()
+    monkeypatch.setenv("INKSTONE_HOME", str(root))
+    return root

@@ -1,0 +1,52 @@
+"""Forward migrations: each step takes the schema from version N-1 to N inside one transaction.
+
+Version 1 creates the tables as app.tables declares them. Later steps are added below as plain functions
+(ALTER TABLE …), never by editing an earlier one, so any older database walks up to the current version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import SQLModel
+
+from app import tables
+
+
+def _v1_create_tables(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn)
+
+
+MIGRATIONS = [_v1_create_tables]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def current_version(conn: Connection) -> int:
+    if not inspect(conn).has_table(tables.SchemaVersion.__tablename__):
+        return 0
+    row = conn.execute(text("SELECT version FROM schema_version WHERE id = 1")).first()
+    return row[0] if row else 0
+
+
+def migrate(engine: Engine, path: Path) -> int:
+    from app.db import DatabaseError
+
+    with engine.begin() as conn:
+        version = current_version(conn)
+        if version > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"{path}: database schema version {version} is newer than this app supports "
+                f"({SCHEMA_VERSION}); update Inkstone or use another --data-dir"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            MIGRATIONS[step](conn)
+            conn.execute(
+                text(
+                    "INSERT INTO schema_version (id, version, updated_at) VALUES (1, :v, strftime('%s','now')) "
+                    "ON CONFLICT(id) DO UPDATE SET version = :v, updated_at = strftime('%s','now')"
+                ),
+                {"v": step + 1},
+            )
+    return SCHEMA_VERSION

@@ -1,0 +1,114 @@
+"""The rows of Inkstone's one SQLite database, linked so a GGUF can be traced back to its data.
+
+Lineage: a Model points at the job that made it, its parent model and its dataset; a Dataset at the job
+that made it; a Job at the model and dataset it used. Time is stored as UTC epoch seconds (float): cheap to
+compare, chart and downsample.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+
+def now() -> float:
+    return time.time()
+
+
+class SchemaVersion(SQLModel, table=True):
+    __tablename__ = "schema_version"
+    id: int = Field(default=1, primary_key=True)
+    version: int
+    updated_at: float = Field(default_factory=now)
+
+
+class Model(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    path: str  # local HF folder (config + safetensors + tokenizer)
+    source: str  # bundled | folder | gguf | finetune | merge
+    source_path: str = ""  # where it was imported from (a GGUF file, a folder)
+    arch: str = ""
+    params: int = 0
+    context_len: int = 0
+    dtype: str = ""
+    size_bytes: int = 0
+    has_chat_template: bool = False
+    managed: bool = False  # True when the folder lives in the data dir and is deleted with the row
+    parent_model_id: int | None = Field(default=None, foreign_key="model.id")
+    dataset_id: int | None = Field(default=None, foreign_key="dataset.id")
+    job_id: int | None = Field(default=None, foreign_key="job.id")
+    created_at: float = Field(default_factory=now)
+
+
+class Dataset(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    path: str
+    format: str = ""
+    rows: int = 0
+    size_bytes: int = 0
+    recipe: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    inputs: list = Field(default_factory=list, sa_column=Column(JSON))
+    job_id: int | None = Field(default=None, foreign_key="job.id")
+    created_at: float = Field(default_factory=now)
+
+
+class Job(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)
+    title: str = ""
+    status: str = Field(default="queued", index=True)  # see jobs.status
+    params: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    result: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    progress: float = 0.0
+    message: str = ""
+    eta_s: float | None = None
+    error: str = ""
+    needs_gpu: bool = False
+    gpu_index: int | None = None
+    pid: int | None = None
+    log_path: str = ""
+    cancel_requested: bool = False
+    retry_of: int | None = Field(default=None, foreign_key="job.id")
+    model_id: int | None = Field(default=None, foreign_key="model.id")
+    dataset_id: int | None = Field(default=None, foreign_key="dataset.id")
+    created_at: float = Field(default_factory=now, index=True)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class Metric(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    step: int
+    name: str
+    value: float
+    t: float = Field(default_factory=now)
+
+
+class HostSample(SQLModel, table=True):
+    __tablename__ = "host_sample"
+    id: int | None = Field(default=None, primary_key=True)
+    t: float = Field(default_factory=now, index=True)
+    cpu_pct: float
+    ram_used: int
+    ram_total: int
+    disk_used: int
+    disk_total: int
+
+
+class GpuSample(SQLModel, table=True):
+    __tablename__ = "gpu_sample"
+    id: int | None = Field(default=None, primary_key=True)
+    t: float = Field(default_factory=now, index=True)
+    gpu: int
+    name: str = ""
+    util_pct: float
+    mem_used: int
+    mem_total: int
+    temp_c: float
+    power_w: float
+    sm_clock_mhz: float

@@ -1,0 +1,128 @@
+"""Submit, watch, cancel and retry jobs: the functions the UI, the CLI and later stages call.
+
+submit() validates arguments before anything is written, writes the row, then enqueues; a job is never
+enqueued without its row, and a row whose enqueue failed is marked failed at once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlmodel import select
+
+from app.db import session
+from app.tables import Job, Metric
+from jobs import status as st
+from jobs.kinds import get_kind
+from jobs.queue import get_huey
+
+
+def log_path(root: Path, job_id: int) -> Path:
+    return root / "logs" / f"job-{job_id}.log"
+
+
+def submit(root: Path, kind: str, params: dict | None = None, *, title: str = "", retry_of: int | None = None,
+           model_id: int | None = None, dataset_id: int | None = None) -> Job:
+    job_kind = get_kind(kind)
+    args = job_kind.parse_args(params or {})
+    with session(root) as s:
+        job = Job(kind=kind, title=title or job_kind.title, params=params or {},
+                  needs_gpu=bool(job_kind.needs_gpu(args)), retry_of=retry_of,
+                  model_id=model_id, dataset_id=dataset_id)
+        s.add(job)
+        s.flush()
+        job.log_path = str(log_path(root, job.id))
+    try:
+        get_huey(root).run_job(job.id)
+    except Exception as e:
+        _finish(root, job.id, st.FAILED, error=f"could not enqueue: {e}")
+        raise
+    return job
+
+
+def get_job(root: Path, job_id: int) -> Job:
+    with session(root) as s:
+        job = s.get(Job, job_id)
+    if job is None:
+        raise KeyError(f"no job with id {job_id}")
+    return job
+
+
+def list_jobs(root: Path, limit: int = 100, kind: str | None = None) -> list[Job]:
+    with session(root) as s:
+        q = select(Job).order_by(Job.id.desc()).limit(limit)
+        if kind:
+            q = q.where(Job.kind == kind)
+        return list(s.exec(q).all())
+
+
+def cancel(root: Path, job_id: int) -> Job:
+    """Queued jobs are cancelled at once; running ones are asked to stop, then ended after a grace period."""
+    with session(root) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise KeyError(f"no job with id {job_id}")
+        if job.status in st.FINAL:
+            raise ValueError(f"job {job_id} is already {job.status}")
+        if job.status == st.QUEUED:
+            job.status, job.finished_at, job.message = st.CANCELLED, time.time(), "cancelled before it started"
+        else:
+            job.cancel_requested = True
+            job.message = "stopping…"
+        s.add(job)
+    return job
+
+
+def retry(root: Path, job_id: int) -> Job:
+    job = get_job(root, job_id)
+    if job.status not in (st.FAILED, st.CANCELLED, st.INTERRUPTED):
+        raise ValueError(f"job {job_id} is {job.status}; only failed, cancelled or interrupted jobs can be retried")
+    return submit(root, job.kind, job.params, title=job.title, retry_of=job.id,
+                  model_id=job.model_id, dataset_id=job.dataset_id)
+
+
+def job_metrics(root: Path, job_id: int, since_id: int = 0) -> list[Metric]:
+    with session(root) as s:
+        q = select(Metric).where(Metric.job_id == job_id, Metric.id > since_id).order_by(Metric.id)
+        return list(s.exec(q).all())
+
+
+def log_tail(root: Path, job_id: int, max_bytes: int = 20_000) -> str:
+    path = log_path(root, job_id)
+    if not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - max_bytes))
+        return f.read().decode("utf-8", errors="replace")
+
+
+def _finish(root: Path, job_id: int, status: str, *, error: str = "", message: str | None = None,
+            result: dict | None = None) -> None:
+    with session(root) as s:
+        job = s.get(Job, job_id)
+        job.status, job.finished_at = status, time.time()
+        if error:
+            job.error = error
+        if message is not None:
+            job.message = message
+        if result is not None:
+            job.result = result
+        if status == st.SUCCEEDED:
+            job.progress, job.eta_s = 1.0, 0.0
+        s.add(job)
+
+
+def recover_interrupted(root: Path) -> list[int]:
+    """Mark jobs left running or waiting by a dead consumer as interrupted (they can be retried)."""
+    with session(root) as s:
+        stale = s.exec(select(Job).where(Job.status.in_([st.RUNNING, st.WAITING]))).all()
+        ids = []
+        for job in stale:
+            job.status, job.finished_at = st.INTERRUPTED, time.time()
+            job.message = "interrupted: its worker died (consumer stopped, crash or power loss); retry it"
+            s.add(job)
+            ids.append(job.id)
+    return ids

@@ -1,0 +1,60 @@
+"""The registry of job kinds: one name serves the job kind, the CLI subcommand and the preset folder.
+
+A kind names an argument dataclass (the same one the CLI and UI build) and a run function
+`run(args, ctx) -> dict` imported only inside the worker process, so listing kinds never imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    title: str  # shown in job lists
+    args_cls: type  # a dataclass whose field docs feed CLI help and form labels
+    run_path: str  # "module:function", imported in the worker only
+    needs_gpu: Callable[[Any], bool] = lambda args: False
+
+    def parse_args(self, params: dict) -> Any:
+        """Validate params into the argument dataclass; ValueError names the field."""
+        unknown = set(params) - {f.name for f in dataclasses.fields(self.args_cls)}
+        if unknown:
+            raise ValueError(f"{self.name}: unknown parameter(s): {', '.join(sorted(unknown))}")
+        try:
+            return TypeAdapter(self.args_cls).validate_python(params)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "params"
+            raise ValueError(f"{self.name}: field {field!r}: {err['msg']}") from None
+
+    def load_run(self) -> Callable:
+        module, func = self.run_path.split(":")
+        return getattr(importlib.import_module(module), func)
+
+
+KINDS: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> JobKind:
+    KINDS[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> JobKind:
+    _load_builtin_kinds()
+    if name not in KINDS:
+        raise ValueError(f"unknown job kind {name!r} (known: {', '.join(sorted(KINDS))})")
+    return KINDS[name]
+
+
+def _load_builtin_kinds() -> None:
+    # Each task module registers its kind on import; they import no torch at module level.
+    from jobs.tasks import import_model, selftest  # noqa: F401
