@@ -8,6 +8,7 @@ so a killed consumer leaves no orphans; its jobs are marked interrupted at the n
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -31,10 +32,8 @@ _PR_SET_PDEATHSIG = 1
 
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec. Linux only; elsewhere the consumer's shutdown ends workers.
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _claim_gpu(root: Path, job_id: int, per_gpu: int, n_gpus: int) -> int | None:
