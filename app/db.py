@@ -19,6 +19,10 @@ DB_FILE = "inkstone.db"
 _engines: dict[Path, Engine] = {}
 
 
+class NotFound(LookupError):
+    """No row with that id or name; the message says what was asked for and what exists."""
+
+
 class DatabaseError(RuntimeError):
     """The database cannot be used (locked, newer schema, corrupt): the message says which file and why."""
 

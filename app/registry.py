@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from app.db import session
+from app.db import NotFound, session
 from app.tables import Job, Model
 from engine.models.inspect import inspect_hf_folder
 
@@ -35,7 +35,7 @@ def resolve_model(root: Path, ref: str | int) -> Model:
             model = s.exec(select(Model).where(Model.name == ref)).first()
         if model is None:
             names = ", ".join(m.name for m in s.exec(select(Model)).all()) or "none"
-            raise KeyError(f"no model {ref!r} (registered: {names})")
+            raise NotFound(f"no model {ref!r} (registered: {names})")
         return model
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from app.db import session
+from app.db import NotFound, session
 from app.tables import Job, Metric
 from jobs import status as st
 from jobs.kinds import get_kind
@@ -23,7 +23,8 @@ def log_path(root: Path, job_id: int) -> Path:
 
 
 def submit(root: Path, kind: str, params: dict | None = None, *, title: str = "", retry_of: int | None = None,
-           model_id: int | None = None, dataset_id: int | None = None) -> Job:
+           model_id: int | None = None, dataset_id: int | None = None, enqueue: bool = True) -> Job:
+    """Validate, record and enqueue a job; enqueue=False when the caller runs it itself (CLI without app)."""
     job_kind = get_kind(kind)
     args = job_kind.parse_args(params or {})
     with session(root) as s:
@@ -33,6 +34,8 @@ def submit(root: Path, kind: str, params: dict | None = None, *, title: str = ""
         s.add(job)
         s.flush()
         job.log_path = str(log_path(root, job.id))
+    if not enqueue:
+        return job
     try:
         get_huey(root).run_job(job.id)
     except Exception as e:
@@ -45,7 +48,7 @@ def get_job(root: Path, job_id: int) -> Job:
     with session(root) as s:
         job = s.get(Job, job_id)
     if job is None:
-        raise KeyError(f"no job with id {job_id}")
+        raise NotFound(f"no job with id {job_id}")
     return job
 
 
@@ -62,7 +65,7 @@ def cancel(root: Path, job_id: int) -> Job:
     with session(root) as s:
         job = s.get(Job, job_id)
         if job is None:
-            raise KeyError(f"no job with id {job_id}")
+            raise NotFound(f"no job with id {job_id}")
         if job.status in st.FINAL:
             raise ValueError(f"job {job_id} is already {job.status}")
         if job.status == st.QUEUED:

@@ -29,11 +29,14 @@ class JobKind:
         if unknown:
             raise ValueError(f"{self.name}: unknown parameter(s): {', '.join(sorted(unknown))}")
         try:
-            return TypeAdapter(self.args_cls).validate_python(params)
+            args = TypeAdapter(self.args_cls).validate_python(params)
         except ValidationError as e:
             err = e.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "params"
             raise ValueError(f"{self.name}: field {field!r}: {err['msg']}") from None
+        if hasattr(args, "validate"):  # cross-field and file checks, before anything is queued
+            args.validate()
+        return args
 
     def load_run(self) -> Callable:
         module, func = self.run_path.split(":")

@@ -8,8 +8,6 @@ so a killed consumer leaves no orphans; its jobs are marked interrupted at the n
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -20,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from app.db import get_engine, session
+from app.procs import die_with_parent
 from app.settings import load_settings
 from app.tables import Job
 from engine.hardware import gpu_count
@@ -27,13 +26,6 @@ from jobs import status as st
 from jobs.api import _finish
 
 POLL_S = 0.25
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec. Linux only; elsewhere the consumer's shutdown ends workers.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _claim_gpu(root: Path, job_id: int, per_gpu: int, n_gpus: int) -> int | None:
@@ -98,7 +90,7 @@ def run_job(root: Path, job_id: int) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobs.worker", str(job_id)], stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, cwd=Path(__file__).resolve().parents[1],
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
     with session(root) as s:
         row = s.get(Job, job_id)

@@ -70,7 +70,7 @@ def start_background_work() -> None:
 def build(data_dir: str | None = None) -> None:
     state.init(data_dir)
     register_pages()
-    token = state.settings().access_token
+    token = os.environ.get("INKSTONE_TOKEN") or state.settings().access_token
     if token:
         app.add_middleware(TokenGuard, token=token)
 
@@ -84,11 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     build(args.data_dir)
     settings = state.settings()
     host, port = args.host or settings.host, args.port or settings.port
-    if not is_loopback(host) and not settings.access_token:
+    token = os.environ.get("INKSTONE_TOKEN") or settings.access_token
+    if not is_loopback(host) and not token:
         sys.exit(f"refusing to listen on {host}: set an access token first (Settings, or INKSTONE_TOKEN)")
     app.on_startup(start_background_work)
     ui.run(host=host, port=port, title="Inkstone", reload=False, show=False, dark=settings.dark_mode,
-           storage_secret=settings.access_token or "inkstone-local", show_welcome_message=False,
+           storage_secret=token or "inkstone-local", show_welcome_message=False,
            favicon="🪨")
 
 

@@ -20,11 +20,24 @@ class ImportModelArgs:
     """Set up the bundled default model (SmolLM2-135M-Instruct) instead of a path."""
 
 
+    def validate(self) -> None:
+        if self.bundled:
+            return
+        if not self.path:
+            raise ValueError("path: give a model folder or a .gguf file (or set bundled)")
+        path = Path(self.path).expanduser()
+        if not path.exists():
+            raise ValueError(f"path: {path} does not exist")
+        if path.is_file() and path.suffix.lower() != ".gguf":
+            raise ValueError(f"path: {path} is a file but not a .gguf; give an HF folder or a .gguf file")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "model"
 
 
 def run(args: ImportModelArgs, ctx: JobContext) -> dict:
+    from app.db import NotFound
     from app.registry import models_dir, register_folder, resolve_model
 
     if args.bundled:
@@ -33,14 +46,12 @@ def run(args: ImportModelArgs, ctx: JobContext) -> dict:
         try:
             model = resolve_model(ctx.root, BUNDLED_NAME)
             return {"model_id": model.id, "name": model.name, "note": "already registered"}
-        except KeyError:
+        except NotFound:
             pass
         folder = ensure_bundled_hf(models_dir(ctx.root), ctx.progress)
         model = register_folder(ctx.root, folder, name=BUNDLED_NAME, source="bundled",
                                 source_path=str(bundled_gguf_path()), managed=True, job_id=ctx.job_id)
         return {"model_id": model.id, "name": model.name}
-    if not args.path:
-        raise ValueError("path: give a model folder or a .gguf file (or set bundled)")
     path = Path(args.path).expanduser().resolve()
     if path.is_file() and path.suffix.lower() == ".gguf":
         from engine.models.convert import gguf_to_hf

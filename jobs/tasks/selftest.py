@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
 
 from jobs.context import JobContext
 from jobs.kinds import JobKind, register
@@ -19,7 +22,7 @@ class SelftestArgs:
     """Registered model name or id."""
     prompt: str = "Write one sentence about ink stones."
     """User message sent through the model's chat template."""
-    max_new_tokens: int = 32
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 32
     """Tokens to generate (greedy)."""
 
 

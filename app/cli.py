@@ -1,0 +1,199 @@
+"""The `inkstone` command: every job the UI can start, the CLI can too, with the same argument dataclass.
+
+`inkstone <kind> --field value …` builds a job kind's arguments from its dataclass (field docs become the
+help), submits it, and follows it with a progress bar; if no consumer is running (the app is not open), it
+runs the job right here, still as a recorded job. Ctrl-C cancels the job it follows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import threading
+import time
+import typing
+from pathlib import Path
+
+from app.db import DatabaseError, NotFound
+from app.settings import SettingsError, data_dir
+from engine.argdocs import field_docs
+
+MANAGEMENT = ("ui", "jobs", "models")
+
+
+def _add_kind_parser(sub, kind) -> None:
+    p = sub.add_parser(kind.name.replace("_", "-"), help=kind.title, description=kind.title)
+    docs = field_docs(kind.args_cls)
+    hints = typing.get_type_hints(kind.args_cls)
+    for f in dataclasses.fields(kind.args_cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"{docs.get(f.name, '')} (default: {default!r})"
+        tp = hints[f.name]
+        if tp is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif tp in (int, float, str):
+            p.add_argument(flag, dest=f.name, type=tp, default=None, help=help_text)
+        else:  # lists and dicts as JSON
+            p.add_argument(flag, dest=f.name, type=json.loads, default=None, help=help_text + " [JSON]")
+    p.add_argument("--detach", action="store_true", help="submit to the queue and return at once")
+    p.set_defaults(kind=kind.name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jobs.kinds import KINDS, _load_builtin_kinds
+
+    _load_builtin_kinds()
+    parser = argparse.ArgumentParser(prog="inkstone", description="Inkstone: a workstation LLM toolkit")
+    parser.add_argument("--data-dir", help="data dir (default: INKSTONE_HOME or ~/.inkstone)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ui", help="start the app (consumer + web UI) and open the browser", add_help=False)
+
+    jobs = sub.add_parser("jobs", help="list, show, cancel and retry jobs")
+    jsub = jobs.add_subparsers(dest="action", required=True)
+    jl = jsub.add_parser("list", help="recent jobs")
+    jl.add_argument("--limit", type=int, default=20)
+    for action in ("show", "cancel", "retry"):
+        jsub.add_parser(action, help=f"{action} a job").add_argument("id", type=int)
+    jsub.choices["show"].add_argument("--log", action="store_true", help="print the log tail too")
+
+    models = sub.add_parser("models", help="the model registry")
+    msub = models.add_subparsers(dest="action", required=True)
+    msub.add_parser("list", help="registered models")
+    mi = msub.add_parser("import", help="register an HF folder or convert a GGUF file")
+    mi.add_argument("path")
+    mi.add_argument("--name", default="")
+    msub.add_parser("remove", help="remove a model (its folder too if Inkstone made it)").add_argument("id")
+    msub.add_parser("path", help="print a model's local HF folder").add_argument("id")
+    msub.add_parser("setup-default", help="convert and register the bundled SmolLM2 model")
+
+    for kind in KINDS.values():
+        _add_kind_parser(sub, kind)
+    return parser
+
+
+def _human(n: float) -> str:
+    for unit in ("", "K", "M", "B", "T"):
+        if abs(n) < 1000:
+            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}P"
+
+
+def consumer_running(root: Path) -> bool:
+    from launcher import running_instance
+
+    return running_instance(root) is not None
+
+
+def follow(root: Path, job_id: int) -> int:
+    """Show a job's progress until it ends; Ctrl-C asks it to stop."""
+    from tqdm import tqdm
+
+    from jobs import status as st
+    from jobs.api import cancel, get_job
+
+    bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}")
+    try:
+        while True:
+            job = get_job(root, job_id)
+            bar.n = round(job.progress * 100, 1)
+            bar.set_postfix_str(job.message[:60], refresh=False)
+            bar.refresh()
+            if job.status in st.FINAL:
+                break
+            time.sleep(0.3)
+    except KeyboardInterrupt:
+        cancel(root, job_id)
+        print(f"\ncancelling job {job_id}…", file=sys.stderr)
+        return follow(root, job_id)
+    finally:
+        bar.close()
+    print(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""))
+    if job.result:
+        print(json.dumps(job.result, indent=2, ensure_ascii=False))
+    return 0 if job.status == st.SUCCEEDED else 1
+
+
+def run_kind(root: Path, args: argparse.Namespace) -> int:
+    from jobs.api import submit
+    from jobs.kinds import get_kind
+
+    kind = get_kind(args.kind)
+    params = {f.name: getattr(args, f.name) for f in dataclasses.fields(kind.args_cls)
+              if getattr(args, f.name) is not None}
+    if args.detach or consumer_running(root):
+        job = submit(root, kind.name, params)
+        print(f"submitted job {job.id} ({kind.name})")
+        return 0 if args.detach else follow(root, job.id)
+    # No consumer: record the job and run it in this process, so it still has its row, log and metrics.
+    from jobs.runner import run_job
+
+    job = submit(root, kind.name, params, enqueue=False)
+    runner = threading.Thread(target=run_job, args=(root, job.id), daemon=True)
+    runner.start()
+    return follow(root, job.id)
+
+
+def jobs_command(root: Path, args) -> int:
+    from jobs import api
+
+    if args.action == "list":
+        for j in api.list_jobs(root, args.limit):
+            print(f"{j.id:>5}  {j.kind:<14} {j.status:<11} {j.progress * 100:5.1f}%  {j.message[:60]}")
+        return 0
+    if args.action == "show":
+        j = api.get_job(root, args.id)
+        print(json.dumps(j.model_dump(), indent=2, ensure_ascii=False, default=str))
+        if args.log:
+            print(api.log_tail(root, args.id))
+        return 0
+    j = api.cancel(root, args.id) if args.action == "cancel" else api.retry(root, args.id)
+    print(f"job {j.id}: {j.status}" + (" (stop requested)" if j.cancel_requested else ""))
+    return 0
+
+
+def models_command(root: Path, args) -> int:
+    from app import registry
+
+    if args.action == "list":
+        for m in registry.list_models(root):
+            print(f"{m.id:>4}  {m.name:<28} {m.arch:<8} {_human(m.params):>7}  ctx {m.context_len:<6} "
+                  f"{m.dtype:<8} {m.size_bytes / 2**20:8.0f} MiB  template={'yes' if m.has_chat_template else 'no'}")
+        return 0
+    if args.action == "path":
+        print(registry.resolve_model(root, args.id).path)
+        return 0
+    if args.action == "remove":
+        print(f"removed {registry.remove_model(root, args.id).name}")
+        return 0
+    params = {"bundled": True} if args.action == "setup-default" else {"path": args.path, "name": args.name}
+    fields = {"path": None, "name": None, "bundled": None} | params
+    return run_kind(root, argparse.Namespace(kind="import_model", detach=False, **fields))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ui"]:
+        import launcher
+
+        return launcher.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        root = data_dir(args.data_dir)
+        os.environ["INKSTONE_HOME"] = str(root)
+        if args.command == "jobs":
+            return jobs_command(root, args)
+        if args.command == "models":
+            return models_command(root, args)
+        return run_kind(root, args)
+    except (SettingsError, NotFound, ValueError, FileNotFoundError, DatabaseError) as e:
+        print(f"inkstone: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Small helpers for integration tests: start real processes, wait for conditions."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(home: Path, **extra) -> dict:
+    env = dict(os.environ, INKSTONE_HOME=str(home), PYTHONUNBUFFERED="1", **extra)
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+def start_consumer(home: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jobs.consumer", "--data-dir", str(home)],
+                            env=child_env(home), cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)

@@ -1,0 +1,94 @@
+"""The launcher as a user runs it: real processes, a real HTTP server on loopback, signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.helpers import REPO, child_env, free_port, wait_for
+
+
+def launch(home, *args, **env):
+    return subprocess.Popen([sys.executable, "launcher.py", "--no-browser", *args], cwd=REPO,
+                            env=child_env(home, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def get(url, token=None):
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+@pytest.fixture
+def running(home):
+    port = free_port()
+    (home / ".bundled-model-registered").write_text("1")  # no first-start conversion in this test
+    proc = launch(home, "--port", str(port))
+    lines = []
+    wait_for(lambda: lines.append(proc.stdout.readline()) or "Inkstone is at" in lines[-1], 60, what="launch")
+    yield proc, port, lines[-1]
+    if proc.poll() is None:
+        proc.kill()
+
+
+def test_launch_serves_second_launch_reuses_and_sigterm_stops_all(home, running):
+    proc, port, banner = running
+    assert f"http://127.0.0.1:{port}" in banner and "first page served" in banner
+    status, body = get(f"http://127.0.0.1:{port}/healthz")
+    assert status == 200 and json.loads(body)["data_dir"] == str(home)
+    children = _children(proc.pid)
+    assert len(children) == 2  # consumer + web app
+    second = launch(home, "--port", str(port))
+    out, _ = second.communicate(timeout=30)
+    assert second.returncode == 0 and "already running" in out
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    time.sleep(0.5)
+    assert all(subprocess.run(["kill", "-0", str(c)], capture_output=True).returncode != 0 for c in children)
+    assert not (home / "instance.json").exists()
+
+
+def test_port_in_use_is_refused_with_a_message(home):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        out, _ = launch(home, "--port", str(s.getsockname()[1])).communicate(timeout=30)
+    assert "is in use by another program" in out
+
+
+def test_non_loopback_host_needs_a_token(home):
+    out, _ = launch(home, "--host", "0.0.0.0", "--port", str(free_port())).communicate(timeout=30)
+    assert "without an access token" in out
+
+
+def test_token_guards_pages_and_api(home):
+    port = free_port()
+    (home / ".bundled-model-registered").write_text("1")
+    proc = launch(home, "--port", str(port), INKSTONE_TOKEN="s3cret-token")
+    try:
+        wait_for(lambda: "Inkstone is at" in proc.stdout.readline(), 60, what="launch")
+        base = f"http://127.0.0.1:{port}"
+        assert get(f"{base}/healthz")[0] == 200  # the probe stays open
+        status, body = get(f"{base}/jobs")
+        assert status in (401, 303) or "Access token" in body
+        assert get(f"{base}/jobs", token="wrong-token")[0] in (401, 303)
+        assert get(f"{base}/jobs", token="s3cret-token")[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)
