@@ -1,7 +1,7 @@
 """Forward migrations: each step takes the schema from version N-1 to N inside one transaction.
 
-Version 1 creates the tables as app.tables declares them. Later steps are added below as plain functions
-(ALTER TABLE …), never by editing an earlier one, so any older database walks up to the current version.
+Each step creates the tables it introduced (or ALTERs existing ones) and is never edited once released, so
+any older database walks up to the current version.
 """
 
 from __future__ import annotations
@@ -15,11 +15,20 @@ from sqlmodel import SQLModel
 from app import tables
 
 
-def _v1_create_tables(conn: Connection) -> None:
-    SQLModel.metadata.create_all(conn)
+def _create(conn: Connection, *models) -> None:
+    SQLModel.metadata.create_all(conn, tables=[m.__table__ for m in models])
 
 
-MIGRATIONS = [_v1_create_tables]
+def _v1_foundation(conn: Connection) -> None:
+    _create(conn, tables.SchemaVersion, tables.Model, tables.Dataset, tables.Job, tables.Metric,
+            tables.HostSample, tables.GpuSample)
+
+
+def _v2_chat_history(conn: Connection) -> None:
+    _create(conn, tables.ChatSession, tables.ChatMessage)
+
+
+MIGRATIONS = [_v1_foundation, _v2_chat_history]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -112,3 +112,30 @@ class GpuSample(SQLModel, table=True):
     temp_c: float
     power_w: float
     sm_clock_mhz: float
+
+
+class ChatSession(SQLModel, table=True):
+    __tablename__ = "chat_session"
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = ""
+    system_prompt: str = ""
+    models: list = Field(default_factory=list, sa_column=Column(JSON))  # one name, or two side by side
+    params: dict = Field(default_factory=dict, sa_column=Column(JSON))  # sampling parameters
+    created_at: float = Field(default_factory=now)
+    updated_at: float = Field(default_factory=now, index=True)
+
+
+class ChatMessage(SQLModel, table=True):
+    __tablename__ = "chat_message"
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: int = Field(foreign_key="chat_session.id", index=True)
+    pane: int = 0  # which model of a side-by-side session answered (user turns are in every pane)
+    role: str  # system | user | assistant
+    content: str
+    model_name: str = ""
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    tokens_per_s: float = 0.0
+    finish_reason: str = ""
+    created_at: float = Field(default_factory=now)

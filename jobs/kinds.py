@@ -60,4 +60,4 @@ def get_kind(name: str) -> JobKind:
 
 def _load_builtin_kinds() -> None:
     # Each task module registers its kind on import; they import no torch at module level.
-    from jobs.tasks import import_model, selftest  # noqa: F401
+    from jobs.tasks import import_model, selftest, serve  # noqa: F401

@@ -42,14 +42,23 @@ def test_lineage_links_and_rollback(home):
 
 
 def test_older_database_is_migrated_forward(home):
-    con = sqlite3.connect(home / db.DB_FILE)
-    con.execute("CREATE TABLE schema_version (id INTEGER PRIMARY KEY, version INTEGER, updated_at FLOAT)")
-    con.execute("INSERT INTO schema_version VALUES (1, 0, 0)")
-    con.commit()
-    con.close()
+    from sqlalchemy import create_engine
+
+    # A database as the first release wrote it: schema version 1, no chat tables.
+    old = create_engine(f"sqlite:///{home / db.DB_FILE}")
+    with old.begin() as conn:
+        migrations.MIGRATIONS[0](conn)
+        conn.exec_driver_sql("INSERT INTO schema_version (id, version, updated_at) VALUES (1, 1, 0)")
+        conn.exec_driver_sql("INSERT INTO job (kind, title, status, params, result, progress, message, error, "
+                             "needs_gpu, log_path, cancel_requested, created_at) VALUES "
+                             "('selftest', '', 'succeeded', '{}', '{}', 1, '', '', 0, '', 0, 0)")
+    old.dispose()
     get_engine(home)
     con = sqlite3.connect(home / db.DB_FILE)
     assert con.execute("SELECT version FROM schema_version").fetchone()[0] == migrations.SCHEMA_VERSION
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"chat_session", "chat_message"} <= tables
+    assert con.execute("SELECT kind FROM job").fetchall() == [("selftest",)]  # old rows kept
 
 
 def test_newer_database_is_refused_untouched(home):

@@ -1,0 +1,63 @@
+"""Job kind `serve`: a registered model behind the OpenAI-compatible server, alive until cancelled.
+
+The port is chosen before loading and written into the job's result at once, so the Chat page (and anyone
+else) can find the server while the model is still loading and poll its /health.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
+
+from jobs.context import JobContext
+from jobs.kinds import JobKind, register
+
+
+@dataclass
+class ServeModelArgs:
+    model: str = "smollm2-135m-instruct"
+    """Registered model name or id."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """Port on 127.0.0.1 (0 picks a free one)."""
+    device: str = "auto"
+    """"auto" (CUDA when present), "cpu" or "cuda"."""
+    max_model_len: Annotated[int, Field(ge=0)] = 0
+    """Longest prompt + output in tokens (0: the model's, capped by the KV cache)."""
+    gpu_memory_utilization: Annotated[float, Field(gt=0.05, le=0.98)] = 0.9
+    """Fraction of GPU memory the engine may use (weights + KV cache)."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of shared prompt prefixes (multi-turn chats)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(args: ServeModelArgs, ctx: JobContext) -> dict:
+    from app.db import session
+    from app.registry import resolve_model
+    from app.tables import Job
+    from engine.serve.server import ServeArgs, run_server
+
+    model = resolve_model(ctx.root, args.model)
+    port = args.port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with session(ctx.root) as s:
+        job = s.get(Job, ctx.job_id)
+        job.result = {"url": url, "model": model.name}
+        job.model_id = model.id
+        s.add(job)
+    run_server(ServeArgs(model_path=model.path, served_model_name=model.name, port=port, device=args.device,
+                         max_model_len=args.max_model_len or None,
+                         gpu_memory_utilization=args.gpu_memory_utilization,
+                         enable_prefix_caching=args.enable_prefix_caching), ctx.progress, ctx.cancel)
+    return {"url": url, "model": model.name, "stopped": True}
+
+
+KIND = register(JobKind("serve", "Model server", ServeModelArgs, "jobs.tasks.serve:run",
+                        needs_gpu=lambda args: args.device != "cpu"))
