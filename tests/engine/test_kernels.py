@@ -79,7 +79,7 @@ def reference(q, k_cache, v_cache, q_lens, seq_lens, tables, scale):
     """Gather each context through its block table, expand GQA, masked softmax in fp32."""
     bs, group = k_cache.shape[1], q.shape[1] // k_cache.shape[2]
     outs, first = [], 0
-    for b, (q_len, n) in enumerate(zip(q_lens, seq_lens)):
+    for b, (q_len, n) in enumerate(zip(q_lens, seq_lens, strict=True)):
         pos = torch.arange(n, device=q.device)
         pages = tables[b].long()[pos // bs]
         k = k_cache[pages, pos % bs].float().repeat_interleave(group, dim=1)
@@ -137,12 +137,13 @@ def test_store_kvcache_from_fused_qkv_view_skips_negative_slots(case, slot_dtype
 @pytest.mark.parametrize("scenario", ["prefill", "prefix_hit", "chunk"])
 def test_prefill_matches_reference(case, num_heads, num_kv_heads, scenario):
     s = case.length_scale
-    seq_lens = {"prefill": [17, 1, 40, 33], "prefix_hit": [50, 37, 16], "chunk": [64, 45, 9]}[scenario]
+    seq_lens = {"prefill": [17, 1, 40, 33], "prefix_hit": [50, 37, 16], "chunk": [64, 45, 9, 20]}[scenario]
     seq_lens = [n * s for n in seq_lens]
     q_lens = {
         "prefill": seq_lens,
         "prefix_hit": [7 * s, 20 * s + 3, 16 * s],  # the cached prefix covers whole pages; queries the rest
-        "chunk": [16 * s, 1, 9 * s],  # a mid-sequence chunk, a decode token and a first chunk together
+        # A mid-sequence chunk, a decode token, a first chunk and a sequence with no new token, together.
+        "chunk": [16 * s, 1, 9 * s, 0],
     }[scenario]
     run_prefill(case, q_lens, seq_lens, num_heads, num_kv_heads)
 
@@ -206,8 +207,8 @@ def test_decode_zero_length_padding_row_gives_zeros(case, num_splits):
 
 
 def test_num_splits_fill_the_gpu_at_batch_one_only():
-    cuda_like = torch.device("cpu")  # the heuristic's shape does not depend on the SM count's value
-    assert choose_num_splits(1, 1, 4096, cuda_like) > 1
-    assert choose_num_splits(256, 8, 4096, cuda_like) == 1
-    assert choose_num_splits(1, 1, 64, cuda_like) == 1  # too short to be worth splitting
-    assert choose_num_splits(1, 1, 1 << 20, cuda_like) <= 64
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # any SM count shows the shape
+    assert choose_num_splits(1, 1, 4096, device) > 1
+    assert choose_num_splits(256, 8, 4096, device) == 1
+    assert choose_num_splits(1, 1, 64, device) == 1  # too short to be worth splitting
+    assert choose_num_splits(1, 1, 1 << 20, device) <= 64
