@@ -15,9 +15,9 @@ from ui.i18n import t
 # (path, English label, Material icon)
 NAV = [
     ("/", "Home", "home"),
-    ("/models", "Models", "deployed_code"),
+    ("/models", "Models", "smart_toy"),
     ("/jobs", "Jobs", "work_history"),
-    ("/telemetry", "Telemetry", "monitoring"),
+    ("/telemetry", "Telemetry", "insights"),
     ("/settings", "Settings", "settings"),
 ]
 
