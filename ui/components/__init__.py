@@ -1,0 +1,1 @@
+"""Reusable UI pieces that several pages share (job widgets, charts)."""
