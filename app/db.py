@@ -7,6 +7,8 @@ message rather than touched.
 
 from __future__ import annotations
 
+import fcntl
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from sqlmodel import Session, create_engine
 
 DB_FILE = "inkstone.db"
 _engines: dict[Path, Engine] = {}
+_engines_lock = threading.Lock()
 
 
 class NotFound(LookupError):
@@ -39,19 +42,25 @@ def _on_connect(dbapi_conn, _record) -> None:
 def get_engine(root: Path) -> Engine:
     """The SQLAlchemy engine for the data dir at root, migrated to the current schema on first use."""
     path = (root / DB_FILE).resolve()
-    if path not in _engines:
-        engine = create_engine(
-            f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 10}
-        )
-        event.listen(engine, "connect", _on_connect)
-        from app.migrations import migrate
+    with _engines_lock:
+        if path not in _engines:
+            engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 10})
+            event.listen(engine, "connect", _on_connect)
+            _migrate_once(engine, path)
+            _engines[path] = engine
+        return _engines[path]
 
+
+def _migrate_once(engine: Engine, path: Path) -> None:
+    """Migrate under a file lock: the web app, the consumer and the CLI may all open a new database at once."""
+    from app.migrations import migrate
+
+    with open(path.with_name(path.name + ".migrate-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             migrate(engine, path)
         except OperationalError as e:
             raise DatabaseError(f"{path}: cannot open the database ({e.orig})") from None
-        _engines[path] = engine
-    return _engines[path]
 
 
 @contextmanager

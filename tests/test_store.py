@@ -91,3 +91,19 @@ def test_data_dir_that_is_a_file_is_named(tmp_path):
     blocker.write_text("x")
     with pytest.raises(SettingsError, match=str(blocker)):
         data_dir(blocker / "home")
+
+
+def test_many_processes_and_threads_open_a_new_database_at_once(home):
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.helpers import REPO
+
+    code = "from pathlib import Path; import sys; from app.db import get_engine; get_engine(Path(sys.argv[1]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(home)], cwd=REPO, stderr=subprocess.PIPE)
+             for _ in range(3)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: get_engine(home), range(4)))
+    for p in procs:
+        assert p.wait(60) == 0, p.stderr.read().decode()
