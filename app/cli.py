@@ -39,6 +39,10 @@ def _add_kind_parser(sub, kind) -> None:
             p.add_argument(flag, dest=f.name, type=tp, default=None, help=help_text)
         else:  # lists and dicts as JSON
             p.add_argument(flag, dest=f.name, type=json.loads, default=None, help=help_text + " [JSON]")
+    if "model" in hints:  # `inkstone serve MODEL` reads better than `--model MODEL`
+        p.add_argument("model_ref", nargs="?", metavar="MODEL", help="same as --model")
+    if kind.name == "serve":
+        p.add_argument("--api-key", help="clients must send it as a Bearer token (or set INKSTONE_API_KEY)")
     p.add_argument("--detach", action="store_true", help="submit to the queue and return at once")
     p.set_defaults(kind=kind.name)
 
@@ -97,9 +101,13 @@ def follow(root: Path, job_id: int) -> int:
     from jobs.api import cancel, get_job
 
     bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}")
+    shown_result = False
     try:
         while True:
             job = get_job(root, job_id)
+            if job.result and not shown_result and job.status not in st.FINAL:
+                bar.write(json.dumps(job.result, ensure_ascii=False))  # e.g. a server's URL while it runs
+                shown_result = True
             bar.n = round(job.progress * 100, 1)
             bar.set_postfix_str(job.message[:60], refresh=False)
             bar.refresh()
@@ -124,8 +132,13 @@ def run_kind(root: Path, args: argparse.Namespace) -> int:
 
     kind = get_kind(args.kind)
     params = {f.name: getattr(args, f.name) for f in dataclasses.fields(kind.args_cls)
-              if getattr(args, f.name) is not None}
-    if args.detach or consumer_running(root):
+              if getattr(args, f.name, None) is not None}
+    if getattr(args, "model_ref", None):
+        params["model"] = args.model_ref
+    if getattr(args, "api_key", None):
+        # Secrets stay out of the job row: the worker reads the key from its environment, so run it here.
+        os.environ["INKSTONE_API_KEY"] = args.api_key
+    elif args.detach or consumer_running(root):
         job = submit(root, kind.name, params)
         print(f"submitted job {job.id} ({kind.name})")
         return 0 if args.detach else follow(root, job.id)

@@ -6,6 +6,7 @@ else) can find the server while the model is still loading and poll its /health.
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 from typing import Annotated
@@ -15,13 +16,18 @@ from pydantic import Field
 from jobs.context import JobContext
 from jobs.kinds import JobKind, register
 
+# The key is taken from the environment, never stored with the job's arguments in the database.
+API_KEY_ENV = "INKSTONE_API_KEY"
+
 
 @dataclass
 class ServeModelArgs:
     model: str = "smollm2-135m-instruct"
     """Registered model name or id."""
+    host: str = "127.0.0.1"
+    """Interface to listen on; anything but loopback needs an API key (INKSTONE_API_KEY or --api-key)."""
     port: Annotated[int, Field(ge=0, le=65535)] = 0
-    """Port on 127.0.0.1 (0 picks a free one)."""
+    """Port (0 picks a free one)."""
     device: str = "auto"
     """"auto" (CUDA when present), "cpu" or "cuda"."""
     max_model_len: Annotated[int, Field(ge=0)] = 0
@@ -30,11 +36,19 @@ class ServeModelArgs:
     """Fraction of GPU memory the engine may use (weights + KV cache)."""
     enable_prefix_caching: bool = True
     """Reuse the KV cache of shared prompt prefixes (multi-turn chats)."""
+    cpu_kv_cache_gb: Annotated[float, Field(gt=0, le=512)] = 2.0
+    """RAM for the KV cache when running on the CPU."""
+
+    def validate(self) -> None:
+        from app.settings import is_loopback
+
+        if not is_loopback(self.host) and not os.environ.get(API_KEY_ENV):
+            raise ValueError(f"host: {self.host} is not loopback; set an API key ({API_KEY_ENV} or --api-key)")
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -45,17 +59,19 @@ def run(args: ServeModelArgs, ctx: JobContext) -> dict:
     from engine.serve.server import ServeArgs, run_server
 
     model = resolve_model(ctx.root, args.model)
-    port = args.port or _free_port()
-    url = f"http://127.0.0.1:{port}"
+    port = args.port or _free_port(args.host)
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
     with session(ctx.root) as s:
         job = s.get(Job, ctx.job_id)
         job.result = {"url": url, "model": model.name}
         job.model_id = model.id
         s.add(job)
-    run_server(ServeArgs(model_path=model.path, served_model_name=model.name, port=port, device=args.device,
+    run_server(ServeArgs(model_path=model.path, served_model_name=model.name, host=args.host, port=port,
+                         api_key=os.environ.get(API_KEY_ENV) or None, device=args.device,
                          max_model_len=args.max_model_len or None,
                          gpu_memory_utilization=args.gpu_memory_utilization,
-                         enable_prefix_caching=args.enable_prefix_caching), ctx.progress, ctx.cancel)
+                         enable_prefix_caching=args.enable_prefix_caching,
+                         cpu_kv_cache_gb=args.cpu_kv_cache_gb), ctx.progress, ctx.cancel)
     return {"url": url, "model": model.name, "stopped": True}
 
 
