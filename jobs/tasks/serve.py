@@ -56,6 +56,7 @@ def run(args: ServeModelArgs, ctx: JobContext) -> dict:
     from app.db import session
     from app.registry import resolve_model
     from app.tables import Job
+    from engine.progress import check_cancel
     from engine.serve.server import ServeArgs, run_server
 
     model = resolve_model(ctx.root, args.model)
@@ -72,7 +73,8 @@ def run(args: ServeModelArgs, ctx: JobContext) -> dict:
                          gpu_memory_utilization=args.gpu_memory_utilization,
                          enable_prefix_caching=args.enable_prefix_caching,
                          cpu_kv_cache_gb=args.cpu_kv_cache_gb), ctx.progress, ctx.cancel)
-    return {"url": url, "model": model.name, "stopped": True}
+    check_cancel(ctx.cancel)  # stopped on request: the job reads "cancelled", not "succeeded"
+    return {"url": url, "model": model.name}
 
 
 KIND = register(JobKind("serve", "Model server", ServeModelArgs, "jobs.tasks.serve:run",

@@ -1,0 +1,80 @@
+"""The Chat page's settings panel: system prompt and sampling parameters of the session.
+
+Every change is handed to the page at once (text fields after a short pause in typing), which saves it into
+the session, so a resumed chat continues with the settings it had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from nicegui import ui
+
+from ui.components.chat_client import DEFAULT_PARAMS, clean_params
+from ui.i18n import t
+
+# (key, label, min, max, step, tooltip)
+NUMBERS = [
+    ("temperature", "Temperature", 0.0, 2.0, 0.05, "0 is greedy: the most likely token every time"),
+    ("top_p", "Top-p", 0.0, 1.0, 0.05, "Sample only from the most likely tokens that add up to this probability"),
+    ("top_k", "Top-k", 0, 1000, 1, "Sample only from the k most likely tokens (0: off)"),
+    ("min_p", "Min-p", 0.0, 1.0, 0.01, "Drop tokens less likely than this fraction of the most likely one"),
+    ("max_tokens", "Max tokens", 1, 131072, 64, "Longest answer, in tokens"),
+    ("repetition_penalty", "Repetition penalty", 0.01, 2.0, 0.05, "Above 1 discourages tokens already present"),
+    ("frequency_penalty", "Frequency penalty", -2.0, 2.0, 0.1, "Penalize tokens by how often they appeared"),
+    ("presence_penalty", "Presence penalty", -2.0, 2.0, 0.1, "Penalize tokens that appeared at all"),
+    ("seed", "Seed", 0, 2**31 - 1, 1, "Same seed, same settings, same answer (empty: random)"),
+]
+DEBOUNCE = "debounce=400"
+
+
+class SettingsPanel:
+    def __init__(self, on_change: Callable[[], Awaitable[None]]):
+        self.on_change = on_change
+        self.system_prompt = ""
+        self.params = dict(DEFAULT_PARAMS)
+        self._loading = False  # values set by load() are no user change to save
+        with ui.expansion(t("Settings"), icon="tune").classes("w-full border rounded").mark("chat-settings"):
+            self.system = ui.textarea(t("System prompt"), on_change=self._changed).props(
+                f"autogrow outlined {DEBOUNCE}").classes("w-full").mark("system-prompt")
+            self.numbers: dict[str, ui.number] = {}
+            with ui.grid().classes("w-full gap-2 grid-cols-2 md:grid-cols-5"):
+                for key, label, low, high, step, tip in NUMBERS:
+                    number = ui.number(t(label), min=low, max=high, step=step, on_change=self._changed)
+                    number.props(f"dense outlined {DEBOUNCE}" + (" clearable" if key == "seed" else ""))
+                    number.mark(f"param-{key}")
+                    with number:
+                        ui.tooltip(t(tip))
+                    self.numbers[key] = number
+            with ui.row().classes("w-full items-center gap-2"):
+                self.stop = ui.input_chips(t("Stop strings"), new_value_mode="add-unique", on_change=self._changed)
+                self.stop.props("dense outlined").classes("flex-1").mark("param-stop")
+                ui.button(t("Reset to defaults"), icon="restart_alt", on_click=self.reset).props("flat")
+        self.load("", DEFAULT_PARAMS)
+
+    def load(self, system_prompt: str, params: dict) -> None:
+        """Show a session's settings without saving them back."""
+        self._loading = True
+        try:
+            self.system_prompt, self.params = system_prompt, clean_params(params)
+            self.system.value = system_prompt
+            for key, number in self.numbers.items():
+                number.value = self.params[key]
+            self.stop.value = list(self.params["stop"])
+        finally:
+            self._loading = False
+
+    async def reset(self) -> None:
+        self.load(self.system.value or "", DEFAULT_PARAMS)
+        await self.on_change()
+
+    async def _changed(self) -> None:
+        if self._loading:
+            return
+        params = {key: number.value for key, number in self.numbers.items()}
+        for key in self.numbers:  # an emptied field means its default (seed: random)
+            if params[key] is None:
+                params[key] = DEFAULT_PARAMS[key]
+        self.system_prompt = self.system.value or ""
+        self.params = clean_params({**params, "stop": self.stop.value or []})
+        await self.on_change()
