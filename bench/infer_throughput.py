@@ -1,0 +1,207 @@
+"""Inference throughput: our engine against HF `generate` on the same model and prompts, in one run.
+
+CPU (default): the bundled SmolLM2-135M, fp32; (a) an offline batch of 16 concurrent requests with mixed prompt
+and output lengths, and the same at batch 1; (b) batch-1 decode tokens/s. HF serves a batch the only way it
+can: one left-padded batch run until its longest request is done, so only each request's own tokens count.
+GPU (`--device cuda --random-7b`): a random-init Llama-2-7B shape in bf16, the grid bs 1/16/64/128/256 at
+in 128 / out 128, and the nano-vllm shape (256 requests, in/out lengths uniform in 100..1024, ignore_eos; ours
+only, HF would need a padded 256 x 2048 batch).
+
+Prints a table with the ratio and appends a dated row per case to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import platform
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from engine.infer import EngineConfig, LLMEngine, SamplingParams
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = REPO / "docs" / "benchmarks.md"
+HEADER = (
+    "# Benchmarks\n\nRows appended by the scripts under `bench/`; each runs its own baseline in the same "
+    "process.\n\n| date | script | device | software | result |\n|---|---|---|---|---|\n"
+)
+LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                 num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
+
+
+@dataclass
+class Workload:
+    name: str
+    """Row label."""
+    prompt_lens: list[int]
+    """Prompt length of each request."""
+    output_lens: list[int]
+    """Tokens each request generates (EOS ignored)."""
+    run_hf: bool = True
+    """Whether the HF baseline runs too."""
+
+
+def mixed(name: str, n: int, prompt_range: tuple[int, int], output_range: tuple[int, int], seed: int = 0,
+          run_hf: bool = True) -> Workload:
+    rng = random.Random(seed)
+    return Workload(name, [rng.randint(*prompt_range) for _ in range(n)],
+                    [rng.randint(*output_range) for _ in range(n)], run_hf)
+
+
+def random_prompts(w: Workload, vocab: int, seed: int = 1) -> list[list[int]]:
+    rng = random.Random(seed)
+    # Skip the low ids, where tokenizers keep their special tokens.
+    return [[rng.randint(1000, vocab - 1) for _ in range(n)] for n in w.prompt_lens]
+
+
+def timed(fn) -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def hf_throughput(model, prompts: list[list[int]], w: Workload, device: str, pad_id: int) -> float:
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    longest = max(w.output_lens)
+    with torch.inference_mode():
+        seconds = timed(lambda: model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                               max_new_tokens=longest, min_new_tokens=longest, pad_token_id=pad_id))
+    return sum(w.output_lens) / seconds
+
+
+def engine_throughput(engine: LLMEngine, prompts: list[list[int]], w: Workload) -> float:
+    params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in w.output_lens]
+    seconds = timed(lambda: engine.generate(prompts, params))
+    return sum(w.output_lens) / seconds
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()}, {torch.get_num_threads()} threads ({platform.system()} {platform.machine()})"
+
+
+def random_7b_folder(tokenizer_dir: Path, out: Path) -> Path:
+    config = AutoConfig.for_model("llama", **LLAMA2_7B, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    from engine.models.loader import load_tokenizer
+
+    load_tokenizer(tokenizer_dir).save_pretrained(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="HF folder (default: the bundled SmolLM2-135M)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--random-7b", action="store_true", help="random-init Llama-2-7B shape in bf16 (GPU)")
+    parser.add_argument("--requests", type=int, default=16, help="concurrent requests of the mixed workload")
+    parser.add_argument("--prompt-range", type=int, nargs=2, default=[16, 512], help="prompt length range")
+    parser.add_argument("--output-range", type=int, nargs=2, default=[16, 128], help="output length range")
+    parser.add_argument("--decode-tokens", type=int, default=64, help="tokens of the batch-1 decode case")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (both sides)")
+    parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from engine.models.bundled import ensure_bundled_hf
+
+    bundled = ensure_bundled_hf(REPO / ".data" / "test-models")
+    tmp = None
+    if args.random_7b:
+        tmp = tempfile.TemporaryDirectory(dir=REPO / ".data")
+        model_dir = random_7b_folder(bundled, Path(tmp.name))
+        workloads = [mixed(f"bs{bs} in128/out128", bs, (128, 128), (128, 128)) for bs in (1, 16, 64, 128, 256)]
+        workloads.append(mixed("nano-vllm 256 x in/out 100..1024", 256, (100, 1024), (100, 1024), run_hf=False))
+        dtype = "bfloat16"
+    else:
+        model_dir = args.model or bundled
+        lo, hi = args.output_range
+        workloads = [
+            mixed(f"{args.requests} mixed (in {args.prompt_range[0]}..{args.prompt_range[1]}, out {lo}..{hi})",
+                  args.requests, tuple(args.prompt_range), (lo, hi)),
+            mixed(f"bs1 (in {args.prompt_range[1] // 2}, out {hi})", 1, (args.prompt_range[1] // 2,) * 2, (hi, hi)),
+            mixed(f"bs1 decode (in 16, out {args.decode_tokens})", 1, (16, 16), (args.decode_tokens,) * 2),
+        ]
+        dtype = "auto"
+
+    engine = LLMEngine(str(model_dir), EngineConfig(device=args.device, dtype=dtype))
+    vocab = engine.runner.model.config.vocab_size
+    pad_id = engine.tokenizer.pad_token_id or 0
+    warm = [[1000 + i for i in range(32)]]
+    engine.generate(warm, SamplingParams(temperature=0, max_tokens=4))
+
+    rows = []
+    hf_model = None
+    for w in workloads:
+        prompts = random_prompts(w, vocab)
+        ours = engine_throughput(engine, prompts, w)
+        hf = None
+        if w.run_hf:
+            if hf_model is None:
+                hf_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=engine.runner.dtype)
+                hf_model = hf_model.to(engine.runner.device).eval()
+                hf_throughput(hf_model, warm, mixed("warm", 1, (32, 32), (4, 4)), engine.runner.device.type, pad_id)
+            hf = hf_throughput(hf_model, prompts, w, engine.runner.device.type, pad_id)
+        rows.append((w.name, hf, ours))
+        print(f"{w.name:<48} HF {hf or 0:>9.1f} tok/s   ours {ours:>9.1f} tok/s   "
+              f"ratio {(ours / hf) if hf else float('nan'):>5.2f}x", flush=True)
+
+    print(f"\n{'case':<48}{'HF tok/s':>12}{'ours tok/s':>12}{'ratio':>8}")
+    for name, hf, ours in rows:
+        ratio = f"{ours / hf:.2f}x" if hf else "-"
+        print(f"{name:<48}{(f'{hf:.1f}' if hf else '-'):>12}{ours:>12.1f}{ratio:>8}")
+    if not args.no_record:
+        record(rows, args.device, Path(model_dir).name if not args.random_7b else "random Llama-2-7B bf16")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+def record(rows, device: str, model: str) -> None:
+    if not BENCHMARKS_MD.exists():
+        BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
+        BENCHMARKS_MD.write_text(HEADER)
+    software = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    today = datetime.date.today().isoformat()
+    with BENCHMARKS_MD.open("a") as f:
+        for name, hf, ours in rows:
+            result = (f"{name}: ours {ours:.1f} output tok/s vs HF generate {hf:.1f} = {ours / hf:.2f}x"
+                      if hf else f"{name}: ours {ours:.1f} output tok/s (no HF baseline)")
+            f.write(f"| {today} | bench/infer_throughput.py ({model}) | {machine(device)} | {software} | "
+                    f"{result} |\n")
+
+
+if __name__ == "__main__":
+    main()

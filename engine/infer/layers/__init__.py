@@ -1,0 +1,1 @@
+"""Building blocks of the engine's own model implementations: paged attention, rotary, norm, linear, sampler."""

@@ -1,0 +1,144 @@
+"""Paged attention: the three KV-cache ops in plain torch, and the layer that picks them or the Triton ones.
+
+The torch ops are the CPU path and the reference the Triton kernels (engine/infer/kernels) are tested against;
+both share one signature. Cache layout per layer:
+[num_blocks, block_size, num_kv_heads, head_dim]; a token's slot is block_id * block_size + offset.
+
+A step's batch is ordered decodes first. The layer runs the leading one-token sequences through the decode op
+and the rest through the prefill op. On CPU the split pays too: for one query token two small matmuls beat
+SDPA's per-call setup, which is most of the cost at that size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class AttentionMetadata:
+    """Where a step's tokens go in the KV cache and what each query attends to; built once per step."""
+
+    slot_mapping: torch.Tensor
+    """[T] cache slot of each token, -1 to skip."""
+    num_decodes: int
+    """Leading sequences with exactly one query token (they go to the decode op)."""
+    decode_seq_lens: torch.Tensor
+    """[num_decodes] int32 context length of each decoding sequence, the new token included."""
+    decode_block_tables: torch.Tensor
+    """[num_decodes, max_blocks] int32, padded with -1."""
+    prefill_cu_seqlens_q: torch.Tensor
+    """[P+1] int32 query offsets of the prefill sequences, starting at 0 (relative to the first prefill token)."""
+    prefill_seq_lens: torch.Tensor
+    """[P] int32 context length of each prefill sequence, its new tokens included."""
+    prefill_block_tables: torch.Tensor
+    """[P, max_blocks] int32, padded with -1."""
+
+
+def store_kvcache(key, value, k_cache, v_cache, slot_mapping) -> None:
+    """Write key/value [N, Hkv, D] into the cache slots given by slot_mapping [N]; slot -1 is skipped."""
+    keep = slot_mapping >= 0
+    if not bool(keep.all()):
+        key, value, slot_mapping = key[keep], value[keep], slot_mapping[keep]
+    slots = slot_mapping.long()
+    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, key.to(k_cache.dtype))
+    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, value.to(v_cache.dtype))
+
+
+def _gather(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+    num_blocks = (length + cache.shape[1] - 1) // cache.shape[1]
+    return cache.index_select(0, block_table[:num_blocks].long()).flatten(0, 1)[:length]
+
+
+def paged_attention_prefill(q, k_cache, v_cache, cu_seqlens_q, seq_lens, block_tables, scale) -> torch.Tensor:
+    """Causal attention of varlen queries q [Tq, H, D] over their sequences' cached context -> [Tq, H, D]."""
+    out = torch.empty_like(q)
+    cu = cu_seqlens_q.tolist()
+    for b, length in enumerate(seq_lens.tolist()):
+        start, end = cu[b], cu[b + 1]
+        q_len = end - start
+        if q_len == 0:
+            continue
+        k = _gather(k_cache, block_tables[b], length).transpose(0, 1)
+        v = _gather(v_cache, block_tables[b], length).transpose(0, 1)
+        qb = q[start:end].transpose(0, 1)
+        if q_len == length:
+            o = F.scaled_dot_product_attention(qb, k, v, is_causal=True, scale=scale, enable_gqa=True)
+        else:
+            # Query j sits at position length - q_len + j and sees cache positions up to it.
+            pos_q = torch.arange(length - q_len, length, device=q.device)
+            mask = torch.arange(length, device=q.device)[None, :] <= pos_q[:, None]
+            o = F.scaled_dot_product_attention(qb, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+        out[start:end] = o.transpose(0, 1)
+    return out
+
+
+def paged_attention_decode(q, k_cache, v_cache, seq_lens, block_tables, scale) -> torch.Tensor:
+    """One query token per sequence, q [B, H, D], over its cached context -> [B, H, D].
+
+    One sequence at a time over exactly its own blocks: a padded batch would spend more on gathering and
+    masking the padding (and must scrub never-written slots, which may hold NaN) than on the attention itself.
+    """
+    batch, num_heads, head_dim = q.shape
+    num_kv_heads = k_cache.shape[2]
+    # Query heads of one GQA group share a KV head: [Hkv, group, D] against that head's keys.
+    grouped = (q * scale).view(batch, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    out = torch.empty_like(grouped)
+    for b, length in enumerate(seq_lens.tolist()):
+        k = _gather(k_cache, block_tables[b], length).transpose(0, 1)
+        v = _gather(v_cache, block_tables[b], length).transpose(0, 1)
+        scores = torch.bmm(grouped[b], k.transpose(1, 2)).float().softmax(-1).to(v.dtype)
+        torch.bmm(scores, v, out=out[b])
+    return out.view(batch, num_heads, head_dim)
+
+
+def attention_without_cache(q, k, v, cu_seqlens_q: torch.Tensor, scale: float) -> torch.Tensor:
+    """Plain causal prefill over fresh k/v, for the memory-profiling warm-up that runs before the cache exists."""
+    out = torch.empty_like(q)
+    cu = cu_seqlens_q.tolist()
+    for start, end in zip(cu[:-1], cu[1:], strict=True):
+        o = F.scaled_dot_product_attention(q[start:end].transpose(0, 1), k[start:end].transpose(0, 1),
+                                           v[start:end].transpose(0, 1), is_causal=True, scale=scale,
+                                           enable_gqa=True)
+        out[start:end] = o.transpose(0, 1)
+    return out
+
+
+class Attention(nn.Module):
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = scale
+        # Views into the runner's one big cache tensor, set once the cache is allocated.
+        self.k_cache = torch.empty(0)
+        self.v_cache = torch.empty(0)
+        self.ops = (store_kvcache, paged_attention_prefill, paged_attention_decode)
+
+    def use_triton_kernels(self) -> None:
+        """Switch to the Triton ops (CUDA; on CPU tensors only under TRITON_INTERPRET=1, for tests)."""
+        from engine.infer import kernels  # triton is needed (and importable) only here
+
+        self.ops = (kernels.store_kvcache, kernels.paged_attention_prefill, kernels.paged_attention_decode)
+
+    def forward(self, q, k, v, meta: AttentionMetadata) -> torch.Tensor:
+        """q [T, H, D], k/v [T, Hkv, D] -> [T, H, D]."""
+        if self.k_cache.numel() == 0:
+            return attention_without_cache(q, k, v, meta.prefill_cu_seqlens_q, self.scale)
+        store, prefill, decode = self.ops
+        store(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
+        nd = meta.num_decodes
+        if nd == q.shape[0]:
+            return decode(q, self.k_cache, self.v_cache, meta.decode_seq_lens, meta.decode_block_tables,
+                          self.scale)
+        out = prefill(q[nd:], self.k_cache, self.v_cache, meta.prefill_cu_seqlens_q, meta.prefill_seq_lens,
+                      meta.prefill_block_tables, self.scale)
+        if nd == 0:
+            return out
+        head = decode(q[:nd], self.k_cache, self.v_cache, meta.decode_seq_lens, meta.decode_block_tables,
+                      self.scale)
+        return torch.cat([head, out])
