@@ -24,8 +24,14 @@ from engine.argdocs import field_docs
 MANAGEMENT = ("ui", "jobs", "models")
 
 
-def _add_kind_parser(sub, kind) -> None:
-    p = sub.add_parser(kind.name.replace("_", "-"), help=kind.title, description=kind.title)
+def _add_kind_parser(sub, kind, groups: dict) -> None:
+    words = (kind.cli or kind.name.replace("_", "-")).split()
+    for depth, word in enumerate(words[:-1]):  # "export gguf": a group `export` holding `gguf`
+        key = tuple(words[: depth + 1])
+        if key not in groups:
+            groups[key] = sub.add_parser(word, help=f"{word} …").add_subparsers(dest=f"verb{depth}", required=True)
+        sub = groups[key]
+    p = sub.add_parser(words[-1], help=kind.title, description=kind.title)
     docs = field_docs(kind.args_cls)
     hints = typing.get_type_hints(kind.args_cls)
     for f in dataclasses.fields(kind.args_cls):
@@ -74,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     msub.add_parser("path", help="print a model's local HF folder").add_argument("id")
     msub.add_parser("setup-default", help="convert and register the bundled SmolLM2 model")
 
+    groups: dict = {}
     for kind in KINDS.values():
-        _add_kind_parser(sub, kind)
+        _add_kind_parser(sub, kind, groups)
     return parser
 
 

@@ -28,7 +28,11 @@ def _v2_chat_history(conn: Connection) -> None:
     _create(conn, tables.ChatSession, tables.ChatMessage)
 
 
-MIGRATIONS = [_v1_foundation, _v2_chat_history]
+def _v3_exports(conn: Connection) -> None:
+    _create(conn, tables.Export)
+
+
+MIGRATIONS = [_v1_foundation, _v2_chat_history, _v3_exports]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

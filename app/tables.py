@@ -139,3 +139,18 @@ class ChatMessage(SQLModel, table=True):
     tokens_per_s: float = 0.0
     finish_reason: str = ""
     created_at: float = Field(default_factory=now)
+
+
+class Export(SQLModel, table=True):
+    """One exported file (a GGUF of one quant type), linked to the model it came from."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int | None = Field(default=None, foreign_key="model.id", index=True)
+    job_id: int | None = Field(default=None, foreign_key="job.id")
+    adapter_path: str = ""  # a LoRA adapter merged in before export, if any
+    format: str = "gguf"
+    quant: str = ""  # f16, q8_0, q4_k_m, …
+    path: str = ""
+    size_bytes: int = 0
+    metrics: dict = Field(default_factory=dict, sa_column=Column(JSON))  # verification: top-1, ppl delta, tok/s
+    created_at: float = Field(default_factory=now)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ class JobKind:
     args_cls: type  # a dataclass whose field docs feed CLI help and form labels
     run_path: str  # "module:function", imported in the worker only
     needs_gpu: Callable[[Any], bool] = lambda args: False
+    cli: str = ""  # CLI words when not the kind's name, e.g. "export gguf" for `inkstone export gguf …`
 
     def parse_args(self, params: dict) -> Any:
         """Validate params into the argument dataclass; ValueError names the field."""
@@ -59,5 +61,8 @@ def get_kind(name: str) -> JobKind:
 
 
 def _load_builtin_kinds() -> None:
-    # Each task module registers its kind on import; they import no torch at module level.
-    from jobs.tasks import import_model, selftest, serve  # noqa: F401
+    # Each module in jobs/tasks registers its kind on import; none imports torch at module level.
+    import jobs.tasks
+
+    for info in pkgutil.iter_modules(jobs.tasks.__path__):
+        importlib.import_module(f"jobs.tasks.{info.name}")
