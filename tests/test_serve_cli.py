@@ -1,0 +1,54 @@
+"""`inkstone serve MODEL` as a user runs it: a job that serves the OpenAI API until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import urllib.request
+
+from openai import OpenAI
+
+from app.registry import register_folder
+from jobs import status as st
+from jobs.api import list_jobs
+from tests.helpers import REPO, child_env, free_port, wait_for
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def test_serve_command_answers_the_openai_client_and_stops_on_ctrl_c(home, tiny_model_dir):
+    register_folder(home, tiny_model_dir("qwen2"), name="tiny")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "tiny", "--port", str(port), "--device", "cpu",
+                             "--cpu-kv-cache-gb", "0.05"], cwd=REPO, env=child_env(home),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _healthy(url) or proc.poll() is not None, 120, what="server")
+        assert proc.poll() is None, proc.stdout.read()
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+        assert [m.id for m in client.models.list()] == ["tiny"]
+        reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "你好"}],
+                                               max_tokens=5, temperature=0)
+        assert reply.usage.completion_tokens == 5 and reply.choices[0].finish_reason == "length"
+        job = list_jobs(home, kind="serve")[0]
+        assert job.status == st.RUNNING and job.result["url"] == url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert "cancelled" in out
+    assert list_jobs(home, kind="serve")[0].status == st.CANCELLED
+    assert not _healthy(url)
+
+
+def test_serve_on_a_public_host_needs_an_api_key(home, tiny_model_dir):
+    register_folder(home, tiny_model_dir("qwen2"), name="tiny")
+    r = subprocess.run([sys.executable, "-m", "app.cli", "serve", "tiny", "--host", "0.0.0.0"], cwd=REPO,
+                       env=child_env(home), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "API key" in r.stderr
