@@ -1,0 +1,187 @@
+"""Read a training file and turn every row into one of two shapes: a conversation or a raw text.
+
+Users bring alpaca (instruction/input/output), ShareGPT (conversations/from/value), OpenAI messages
+(role/content, system, tool) or raw text, as jsonl/json/csv/parquet. The format is detected from the columns,
+a column mapping can override it, and every problem is reported with the file, the line and the field, before
+anything is queued.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FORMATS = ("auto", "alpaca", "sharegpt", "messages", "text")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "tool": "tool", "function_call": "assistant", "observation": "tool"}
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class DataError(ValueError):
+    """A problem in the user's file; the message names the file, the line and the field."""
+
+
+@dataclass
+class Example:
+    """One training row: either `messages` (a conversation) or `text` (continued pretraining)."""
+
+    line: int
+    """1-based line (jsonl/csv), record index (json/parquet) the row came from."""
+    messages: list[dict] = field(default_factory=list)
+    """OpenAI-style messages {role, content}."""
+    text: str = ""
+    """Raw text, for continued pretraining."""
+
+
+def read_records(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, record) for every row of a jsonl/json/csv/parquet file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        rows = []
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}: line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{path}: line {n}: expected a JSON object, got {type(record).__name__}")
+                rows.append((n, record))
+        return rows
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+            data = next(iter(data.values()))  # {"data": [...]} wrappers
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON list of objects")
+        return [(i + 1, r) for i, r in enumerate(data)]
+    if suffix in (".csv", ".tsv"):
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            return [(reader.line_num, dict(r)) for r in reader]
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return [(i + 1, r) for i, r in enumerate(pq.read_table(path).to_pylist())]
+    if suffix in (".txt", ".md"):  # raw text: one document per blank-line-separated block
+        blocks = path.read_text(encoding="utf-8").split("\n\n")
+        return [(i + 1, {"text": b}) for i, b in enumerate(blocks) if b.strip()]
+    raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv, .parquet or .txt)")
+
+
+def detect_format(record: dict, mapping: dict | None = None) -> str:
+    """The format a record's columns say it is in (after the column mapping)."""
+    keys = set(_mapped(record, mapping or {}))
+    if "messages" in keys:
+        return "messages"
+    if "conversations" in keys:
+        return "sharegpt"
+    if "instruction" in keys and "output" in keys:
+        return "alpaca"
+    if "text" in keys:
+        return "text"
+    raise DataError(f"cannot tell the format from columns {sorted(record)}: expected messages, conversations, "
+                    "instruction+output or text (or give a column mapping)")
+
+
+def _mapped(record: dict, mapping: dict) -> dict:
+    """Rename user columns to ours: mapping is {our_name: their_column}."""
+    out = dict(record)
+    for ours, theirs in mapping.items():
+        if theirs in record:
+            out[ours] = record[theirs]
+    return out
+
+
+def _text_field(record: dict, name: str, where: str, required: bool = True) -> str:
+    value = record.get(name)
+    if value is None or (isinstance(value, float) and value != value):  # csv/parquet gaps
+        if required:
+            raise DataError(f"{where}: field {name!r} is missing")
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {name!r} must be text, got {type(value).__name__}")
+    return value
+
+
+def _to_example(record: dict, fmt: str, where: str, line: int) -> Example:
+    if fmt == "text":
+        text = _text_field(record, "text", where)
+        if not text.strip():
+            raise DataError(f"{where}: field 'text' is empty")
+        return Example(line, text=text)
+    if fmt == "alpaca":
+        prompt = _text_field(record, "instruction", where)
+        extra = _text_field(record, "input", where, required=False)
+        messages = []
+        if record.get("system"):
+            messages.append({"role": "system", "content": _text_field(record, "system", where)})
+        messages.append({"role": "user", "content": f"{prompt}\n\n{extra}" if extra.strip() else prompt})
+        messages.append({"role": "assistant", "content": _text_field(record, "output", where)})
+        return Example(line, messages=messages)
+    key = "messages" if fmt == "messages" else "conversations"
+    turns = record.get(key)
+    if isinstance(turns, str):  # csv cells hold JSON
+        try:
+            turns = json.loads(turns)
+        except json.JSONDecodeError:
+            raise DataError(f"{where}: field {key!r} is not a JSON list") from None
+    if not isinstance(turns, list) or not turns:
+        raise DataError(f"{where}: field {key!r} must be a non-empty list of turns")
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise DataError(f"{where}: field {key}[{i}] must be an object")
+        if fmt == "sharegpt":
+            role = SHAREGPT_ROLES.get(str(turn.get("from", "")).lower())
+            content = turn.get("value")
+            if role is None:
+                raise DataError(f"{where}: field {key}[{i}].from is {turn.get('from')!r}; expected one of "
+                                f"{sorted(SHAREGPT_ROLES)}")
+        else:
+            role, content = turn.get("role"), turn.get("content")
+            if role not in ROLES:
+                raise DataError(f"{where}: field {key}[{i}].role is {role!r}; expected one of {list(ROLES)}")
+        if content is None and role == "assistant" and turn.get("tool_calls"):
+            content = ""
+        if not isinstance(content, str):
+            raise DataError(f"{where}: field {key}[{i}].content must be text")
+        message = {"role": role, "content": content}
+        for extra_key in ("tool_calls", "name", "tool_call_id"):
+            if extra_key in turn:
+                message[extra_key] = turn[extra_key]
+        messages.append(message)
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(f"{where}: field {key!r} has no assistant turn to learn from")
+    return Example(line, messages=messages)
+
+
+def load_examples(path: str | Path, fmt: str = "auto", mapping: dict | None = None,
+                  limit: int | None = None) -> tuple[str, list[Example]]:
+    """(detected format, examples); raises DataError naming file, line and field on the first bad row."""
+    if fmt not in FORMATS:
+        raise DataError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    records = read_records(path)
+    if not records:
+        raise DataError(f"{path}: no rows")
+    mapping = mapping or {}
+    if fmt == "auto":
+        line, first = records[0]
+        try:
+            fmt = detect_format(first, mapping)
+        except DataError as e:
+            raise DataError(f"{path}: line {line}: {e}") from None
+    examples = []
+    for line, record in records[:limit] if limit else records:
+        examples.append(_to_example(_mapped(record, mapping), fmt, f"{path}: line {line}", line))
+    return fmt, examples
