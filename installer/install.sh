@@ -19,7 +19,7 @@ for arg in "$@"; do
 done
 say() { printf '\033[1m[inkstone]\033[0m %s\n' "$*"; }
 # pip prints a warning for every missing local index folder on some machines; keep the log readable.
-quiet_pip() { .venv/bin/python -m pip "$@" 2>&1 | grep -v "is neither a file nor a directory" || true; }
+quiet_pip() { .venv/bin/python -m pip "$@" 2> >(grep -v "is neither a file nor a directory" >&2); }
 
 py=${PYTHON:-python3}
 "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
@@ -46,6 +46,7 @@ fi
 # DeepSpeed builds from source and needs torch at build time; its CUDA ops are JIT-built when first used.
 if ! .venv/bin/python -c 'import deepspeed' 2>/dev/null; then
   say "installing DeepSpeed (pure-Python build; ops compile on first use)"
+  quiet_pip install setuptools wheel
   DS_BUILD_OPS=0 quiet_pip install --no-build-isolation "deepspeed>=0.15"
 fi
 say "installing Inkstone and its dependencies"

@@ -16,7 +16,10 @@ from ui.i18n import t
 NAV = [
     ("/", "Home", "home"),
     ("/models", "Models", "smart_toy"),
+    ("/datasets", "Datasets", "dataset"),
     ("/chat", "Chat", "chat"),
+    ("/export", "Export", "output"),
+    ("/finetune", "Finetune", "model_training"),
     ("/jobs", "Jobs", "work_history"),
     ("/telemetry", "Telemetry", "insights"),
     ("/settings", "Settings", "settings"),
