@@ -1,0 +1,27 @@
+"""Chinese strings of the Export page."""
+
+ZH = {
+    "Export": "导出",
+    "Export a model to GGUF": "将模型导出为 GGUF",
+    "Model": "模型",
+    "LoRA adapter folder (optional)": "LoRA 适配器文件夹（可选）",
+    "A PEFT adapter folder to merge in first": "先合并进模型的 PEFT 适配器文件夹",
+    "Types": "类型",
+    "Output folder (optional)": "输出文件夹（可选）",
+    "Default: the job's folder in the data dir": "默认：数据目录中该任务的文件夹",
+    "Verify every file with llama.cpp": "用 llama.cpp 校验每个文件",
+    "Export jobs": "导出任务",
+    "No export jobs yet.": "还没有导出任务。",
+    "Exported files": "已导出的文件",
+    "No exported files yet.": "还没有导出的文件。",
+    "File": "文件",
+    "Type": "类型",
+    "Size": "大小",
+    "Perplexity delta": "困惑度变化",
+    "Top-1 agreement": "Top-1 一致率",
+    "llama.cpp tokens/s": "llama.cpp 词元/秒",
+    "Copy the folder's path": "复制文件夹路径",
+    "Pick a model (register one on the Models page).": "请选择模型（可在“模型”页注册）。",
+    "Could not queue the export: {error}": "无法将导出加入队列：{error}",
+    "Export queued as job #{id}.": "导出已加入队列，任务 #{id}。",
+}

@@ -1,0 +1,169 @@
+"""The Export page: turn a registered model (and optionally a LoRA adapter) into verified GGUF files.
+
+The form submits an `export_gguf` job (the same arguments as `inkstone export gguf`), so a long export survives
+a closed tab; argument errors come back at the field they name. Below it, recent export jobs with live
+progress, and one row per exported file with what verification measured: size, perplexity delta and top-1
+agreement against the HF model, llama.cpp's decode speed, and the path to copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nicegui import ui
+from sqlmodel import select
+
+from app.db import session
+from app.registry import list_models
+from app.tables import Export, Job, Model
+from jobs import api
+from ui import state
+from ui.components.formatting import human_bytes
+from ui.components.job_widgets import JobActions, JobProgress, StatusBadge
+from ui.components.offload import io_bound
+from ui.frame import frame
+from ui.i18n import t
+
+DEFAULT_QUANTS = ["f16", "q8_0", "q4_k_m"]
+RESULT_COLUMNS = ("File", "Model", "Type", "Size", "Perplexity delta", "Top-1 agreement", "llama.cpp tokens/s", "")
+JOBS_SHOWN = 5
+
+
+def _exports(root: Path) -> list[tuple[Export, str]]:
+    with session(root) as s:
+        rows = s.exec(select(Export, Model.name).join(Model, isouter=True).order_by(Export.id.desc())).all()
+        return [(e, name or "—") for e, name in rows]
+
+
+def _fmt(metrics: dict, key: str, fmt: str) -> str:
+    return format(metrics[key], fmt) if key in metrics else "—"
+
+
+class ExportView:
+    def __init__(self, root: Path):
+        from engine.export.quant_types import QUANT_TYPES  # a table of names only: no torch, no llama.cpp
+
+        self.root = root
+        self.exports: list[tuple[Export, str]] = []
+        self.job_rows: dict[int, tuple[StatusBadge, JobProgress, ui.label, JobActions]] = {}
+        with ui.card().classes("w-full max-w-3xl"):
+            ui.label(t("Export a model to GGUF")).classes("text-lg")
+            self.model = ui.select({}, label=t("Model")).classes("w-full").mark("export-model")
+            self.adapter = ui.input(t("LoRA adapter folder (optional)"),
+                                    placeholder=t("A PEFT adapter folder to merge in first")).classes(
+                "w-full").mark("export-adapter")
+            self.quant = ui.select(list(QUANT_TYPES), value=list(DEFAULT_QUANTS), multiple=True,
+                                   label=t("Types")).props("use-chips").classes("w-full").mark("export-quant")
+            self.output = ui.input(t("Output folder (optional)"),
+                                   placeholder=t("Default: the job's folder in the data dir")).classes(
+                "w-full").mark("export-output")
+            self.verify = ui.switch(t("Verify every file with llama.cpp"), value=True).mark("export-verify")
+            ui.button(t("Export"), icon="output", on_click=self.submit).mark("export-submit")
+        ui.label(t("Export jobs")).classes("text-lg")
+        self.jobs_box = ui.column().classes("w-full gap-1")
+        ui.label(t("Exported files")).classes("text-lg")
+        self.results()
+
+    async def start(self) -> None:
+        models = await io_bound(list_models, self.root)
+        self.model.set_options({m.name: m.name for m in models})
+        if models and self.model.value is None:
+            self.model.set_value(models[0].name)
+        await self.reload()
+        ui.timer(2.0, self.reload)
+
+    async def reload(self) -> None:
+        jobs = await io_bound(api.list_jobs, self.root, JOBS_SHOWN, "export_gguf")
+        self._show_jobs(jobs)
+        exports = await io_bound(_exports, self.root)
+        if [(e.model_dump(), n) for e, n in exports] != [(e.model_dump(), n) for e, n in self.exports]:
+            self.exports = exports
+            self.results.refresh()
+
+    def _show_jobs(self, jobs: list[Job]) -> None:
+        if not jobs and not self.job_rows:
+            self.jobs_box.clear()
+            with self.jobs_box:
+                ui.label(t("No export jobs yet.")).classes("opacity-70")
+            return
+        if set(self.job_rows) != {j.id for j in jobs}:  # a new job: rebuild the few rows
+            self.jobs_box.clear()
+            self.job_rows = {}
+            with self.jobs_box:
+                for job in jobs:
+                    with ui.row().classes("items-center gap-3 w-full no-wrap").mark(f"export-job-{job.id}"):
+                        ui.link(f"#{job.id}", f"/jobs/{job.id}")
+                        badge = StatusBadge(job)
+                        bar = JobProgress(job).classes("w-64")
+                        message = ui.label().classes("text-sm opacity-80")
+                        actions = JobActions(self.root, job, dense=True, on_change=self.reload)
+                    self.job_rows[job.id] = (badge, bar, message, actions)
+        for job in jobs:
+            badge, bar, message, actions = self.job_rows[job.id]
+            badge.show(job)
+            bar.show(job)
+            message.set_text(job.error.splitlines()[-1] if job.error else job.message)
+            actions.show(job)
+
+    @ui.refreshable_method
+    def results(self) -> None:
+        if not self.exports:
+            ui.label(t("No exported files yet.")).classes("opacity-70")
+            return
+        with ui.element("q-markup-table").props("flat bordered dense wrap-cells").classes("w-full"):
+            with ui.element("thead"), ui.element("tr"):
+                for label in RESULT_COLUMNS:
+                    with ui.element("th").classes("text-left"):
+                        ui.label(t(label) if label else "")
+            with ui.element("tbody"):
+                for export, model_name in self.exports:
+                    self._result_row(export, model_name)
+
+    def _result_row(self, e: Export, model_name: str) -> None:
+        m = e.metrics or {}
+        cells = (model_name, e.quant.upper(), human_bytes(e.size_bytes), _fmt(m, "ppl_delta_pct", "+.2f") + (
+            " %" if "ppl_delta_pct" in m else ""), _fmt(m, "top1_agreement", ".3f"), _fmt(m, "tokens_per_s", ".1f"))
+        with ui.element("tr").mark(f"export-row-{e.id}"):
+            with ui.element("td"), ui.column().classes("gap-0"):
+                ui.label(Path(e.path).name).classes("font-medium")
+                ui.label(str(Path(e.path).parent)).classes("text-xs opacity-60 break-all")
+            for text in cells:
+                with ui.element("td"):
+                    ui.label(text)
+            with ui.element("td"), ui.button(icon="folder_open", on_click=lambda e=e: self.copy_folder(e)).props(
+                    "flat dense").mark(f"copy-{e.id}"):
+                ui.tooltip(t("Copy the folder's path"))
+
+    def copy_folder(self, e: Export) -> None:
+        folder = str(Path(e.path).parent)
+        ui.clipboard.write(folder)
+        ui.notify(t("Copied {path}", path=folder))
+
+    async def submit(self) -> None:
+        self.adapter.error = self.output.error = self.quant.error = self.model.error = None
+        if not self.model.value:
+            self.model.error = t("Pick a model (register one on the Models page).")
+            return
+        params = {"model": self.model.value, "quant": ",".join(self.quant.value or []), "verify": self.verify.value}
+        for key, field in (("adapter", self.adapter), ("output", self.output)):
+            if (field.value or "").strip():  # resolved here: the worker runs in another working directory
+                params[key] = str(Path(field.value.strip()).expanduser().resolve())
+        try:
+            job = await io_bound(api.submit, self.root, "export_gguf", params)
+        except ValueError as e:  # the kind's own argument checks, before anything is queued
+            text = str(e)
+            field = next((f for key, f in (("adapter", self.adapter), ("output", self.output),
+                                           ("quant", self.quant)) if text.startswith(f"{key}:")), self.model)
+            field.error = text.split(":", 1)[1].strip() if ":" in text else text
+            return
+        except Exception as e:  # the queue could not be written: the job row is marked failed
+            ui.notify(t("Could not queue the export: {error}", error=str(e)), type="negative")
+            return
+        ui.notify(t("Export queued as job #{id}.", id=job.id), type="positive")
+        await self.reload()
+
+
+@ui.page("/export")
+async def export_page():
+    with frame(t("Export")):
+        await ExportView(state.root()).start()
