@@ -12,13 +12,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.export.merge import check_adapter, merge_adapter
 from engine.export.modelfile import write_modelfile
 from engine.export.quant_types import QUANT_TYPES, ExportError, QuantType, estimate_bytes, parse_quants
 from engine.export.quantize import llama_ftype, llama_quantize
 from engine.export.verify import hf_reference, verify_gguf
 from engine.export.vocab import build_vocab
 from engine.export.writer import read_config, write_gguf
+from engine.models.merge import check_adapter, merge_adapter
 from engine.progress import Progress, check_cancel, no_progress
 
 

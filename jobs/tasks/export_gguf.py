@@ -32,8 +32,8 @@ class ExportGgufArgs:
     """CPU threads for llama.cpp (0: all cores)."""
 
     def validate(self) -> None:
-        from engine.export.merge import check_adapter
         from engine.export.quant_types import parse_quants
+        from engine.models.merge import check_adapter
 
         parse_quants(self.quant)  # ExportError is a ValueError that starts with "quant:"
         if self.adapter:

@@ -82,7 +82,7 @@ def link_job(root: Path, job_id: int, model_id: int | None, dataset_id: int) -> 
 def run(args: FinetuneConfig, ctx: JobContext) -> dict:
     from app.registry import models_dir, register_folder
     from engine.finetune.data import load_examples
-    from engine.finetune.merge import merge_adapter
+    from engine.models.merge import merge_adapter
     from engine.train.launch import launch
 
     base_path, base_id, base_name = resolve_base(ctx.root, args.model)

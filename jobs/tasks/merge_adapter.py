@@ -29,7 +29,7 @@ class MergeAdapterArgs:
 def run(args: MergeAdapterArgs, ctx: JobContext) -> dict:
     from app.registry import models_dir, register_folder
     from engine.finetune.checkpoint import latest_checkpoint
-    from engine.finetune.merge import merge_adapter
+    from engine.models.merge import merge_adapter
     from jobs.api import get_job
     from jobs.tasks.finetune import resolve_base
 

@@ -12,6 +12,7 @@ import pytest
 from engine.export.exporter import ExportRequest, ensure_free_space, export_gguf
 from engine.export.quant_types import QUANT_TYPES, ExportError, parse_quants
 from engine.export.writer import write_gguf
+from engine.models.inspect import ModelFormatError
 from engine.progress import Cancelled
 
 
@@ -51,11 +52,11 @@ def test_not_enough_disk_space(tmp_path):
 
 def test_not_a_lora_adapter(tiny_model_dir, tmp_path):
     (tmp_path / "adapter").mkdir()
-    with pytest.raises(ExportError, match="not a PEFT adapter folder"):
+    with pytest.raises(ModelFormatError, match="not a PEFT adapter folder"):
         export_gguf(ExportRequest(str(tiny_model_dir("llama")), "f16", str(tmp_path / "out"),
                                   adapter_dir=str(tmp_path / "adapter")))
     (tmp_path / "adapter" / "adapter_config.json").write_text('{"peft_type": "IA3"}')
-    with pytest.raises(ExportError, match="only LoRA can be merged"):
+    with pytest.raises(ModelFormatError, match="only LoRA can be merged"):
         export_gguf(ExportRequest(str(tiny_model_dir("llama")), "f16", str(tmp_path / "out"),
                                   adapter_dir=str(tmp_path / "adapter")))
 

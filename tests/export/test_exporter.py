@@ -7,7 +7,7 @@ import torch
 from gguf import GGUFReader
 
 from engine.export.exporter import ExportRequest, export_gguf
-from engine.export.merge import merge_adapter
+from engine.models.merge import merge_adapter
 
 
 def file_type(path) -> int:

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from engine.finetune.checkpoint import latest_checkpoint, load_state
-from engine.finetune.merge import merge_adapter
 from engine.finetune.trainer import train
+from engine.models.merge import merge_adapter
 from engine.progress import Cancelled
 from tests.finetune.conftest import tiny_config
 
