@@ -12,14 +12,14 @@ from nicegui import ui
 from ui import state
 from ui.i18n import t
 
-# (path, English label, Material icon)
+# (path, English label, Material icon), in the order of the chain: data → training → serving → export
 NAV = [
     ("/", "Home", "home"),
     ("/models", "Models", "smart_toy"),
     ("/datasets", "Datasets", "dataset"),
+    ("/finetune", "Finetune", "model_training"),
     ("/chat", "Chat", "chat"),
     ("/export", "Export", "output"),
-    ("/finetune", "Finetune", "model_training"),
     ("/jobs", "Jobs", "work_history"),
     ("/telemetry", "Telemetry", "insights"),
     ("/settings", "Settings", "settings"),
