@@ -1,9 +1,10 @@
 """Readers: turn input files into a stream of records `{"text": …, "source": "file:line", …other fields}`.
 
-Formats: jsonl, json (a list of objects), csv/tsv, parquet, txt/md (one record per file) and html (main text by
-trafilatura). Large jsonl/txt-line files are split into byte-range shards so several processes read one file.
-Nothing is read whole except a .json list and a single txt/html document (both capped by `max_record_bytes`).
-Bad input never raises: the record (or the whole file) is skipped and reported to `bad(reason, file, line)`.
+Formats: jsonl, json (a list of objects), csv/tsv, parquet, txt/md (one record per file), html (main text by
+trafilatura), pdf (text layer by pypdf) and docx (paragraphs by python-docx), one record per document.
+Large jsonl files are split into byte-range shards so several processes read one file. Nothing is read whole
+except a .json list and a single document (both capped by `max_record_bytes`). Bad input never raises: the
+record (or the whole file) is skipped and reported to `bad(reason, file, line)`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-           ".parquet": "parquet", ".txt": "text", ".md": "text", ".html": "html", ".htm": "html"}
+           ".parquet": "parquet", ".txt": "text", ".md": "text", ".html": "html", ".htm": "html",
+           ".pdf": "pdf", ".docx": "docx"}
 SPLITTABLE = {"jsonl"}
+BINARY_FORMATS = {"parquet", "pdf", "docx"}  # exempt from the NUL-byte check for text files
 Bad = Callable[[str, str, int], None]
 
 
@@ -65,7 +68,7 @@ def list_inputs(paths: list[str], bad: Bad) -> list[tuple[Path, str]]:
                 bad("missing_file", str(p), 0)
             elif (fmt := detect_format(p)) is None:
                 bad("unsupported_format", str(p), 0)
-            elif fmt != "parquet" and is_binary(p):
+            elif fmt not in BINARY_FORMATS and is_binary(p):
                 bad("binary_file", str(p), 0)
             else:
                 found.append((p, fmt))
@@ -214,8 +217,34 @@ def _read_document(shard: Shard, cols: Columns, bad: Bad) -> Iterator[dict]:
     yield {"text": text, "source": f"{shard.path}:1"}
 
 
+def _office_text(path: str, fmt: str) -> str:
+    if fmt == "pdf":
+        from pypdf import PdfReader
+
+        return "\n\n".join((page.extract_text() or "").strip() for page in PdfReader(path).pages).strip()
+    from docx import Document
+
+    return "\n".join(p.text for p in Document(path).paragraphs).strip()
+
+
+def _read_office(shard: Shard, cols: Columns, bad: Bad) -> Iterator[dict]:
+    if os.path.getsize(shard.path) > cols.max_record_bytes * 8:  # compressed containers: allow more bytes
+        bad("file_too_large", shard.path, 0)
+        return
+    try:
+        text = _office_text(shard.path, shard.fmt)
+    except Exception:  # pypdf and python-docx raise many kinds of errors on damaged files
+        bad(f"unreadable_{shard.fmt}", shard.path, 0)
+        return
+    if not text:
+        bad("no_text_layer" if shard.fmt == "pdf" else "empty_document", shard.path, 0)
+        return
+    yield {"text": text, "source": f"{shard.path}:1"}
+
+
 READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "tsv": _read_csv,
-           "parquet": _read_parquet, "text": _read_document, "html": _read_document}
+           "parquet": _read_parquet, "text": _read_document, "html": _read_document,
+           "pdf": _read_office, "docx": _read_office}
 
 
 def read_shard(shard: Shard, cols: Columns, bad: Bad) -> Iterator[dict]:

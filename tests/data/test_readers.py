@@ -77,3 +77,38 @@ def test_preview_shows_format_rows_and_problems(tmp_path):
     fmt, rows, notes = preview(path, Columns(text_field="content"))
     assert fmt == "jsonl" and [r["text"] for r in rows] == ["a", "b"]
     assert notes == ["p.jsonl:3: broken_json"]
+
+
+def _minimal_pdf(text: str) -> bytes:
+    """A one-page PDF with a text layer, written by hand (offsets computed) so the test needs no PDF writer."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for i, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_pdf_and_docx_documents(tmp_path):
+    from docx import Document
+
+    (tmp_path / "paper.pdf").write_bytes(_minimal_pdf("Ink stones grind ink for calligraphy."))
+    doc = Document()
+    doc.add_paragraph("砚台用来研墨。")
+    doc.add_paragraph("A second paragraph.")
+    doc.save(tmp_path / "notes.docx")
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\nnot really a pdf")
+    (tmp_path / "empty.docx").write_bytes(b"PK\x03\x04 not a zip")
+    records, stats = read_all([tmp_path])
+    texts = sorted(r["text"] for r in records)
+    assert texts == ["Ink stones grind ink for calligraphy.", "砚台用来研墨。\nA second paragraph."]
+    assert set(stats.bad_input) == {"unreadable_pdf", "unreadable_docx"}
