@@ -5,8 +5,8 @@ Both: r16 LoRA on every linear layer, nf4 + double quantization, bf16 compute, g
 depends on shapes, not values). Ours differs in what engine.finetune does: the frozen embeddings and head stay
 bf16 (peft upcasts them to fp32), and the loss runs the head in chunks (no full fp32 logits).
 
-    python bench/finetune_qlora.py --device cuda             # Llama-2-7B shape, seq 1024 and 2048
-    python bench/finetune_qlora.py --device cpu              # tiny shape smoke run
+    python -m bench.finetune_qlora --device cuda             # Llama-2-7B shape, seq 1024 and 2048
+    python -m bench.finetune_qlora --device cpu              # tiny shape smoke run
 Targets on an H100: peak ≤ 4.4 GiB at 1024, ≤ 5.0 GiB at 2048, ≥ 1.5× the baseline's tokens/s.
 """
 
@@ -14,28 +14,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+
+from bench.train_common import measure, write_model
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 LLAMA2_7B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
                  intermediate_size=11008, vocab_size=32000)
 TINY = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
             intermediate_size=512, vocab_size=32000)
-
-
-def write_model(shape: dict, folder: Path) -> Path:
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    torch.manual_seed(0)
-    config = LlamaConfig(max_position_embeddings=4096, **shape)
-    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(folder)
-    return folder
 
 
 def ours(path: Path, device: str):
@@ -85,28 +76,6 @@ def baseline(path: Path, device: str):
     return step
 
 
-def measure(make, path: Path, device: str, seq: int, vocab: int, steps: int) -> dict:
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    step = make(path, device)
-    ids = torch.randint(0, vocab, (1, seq), generator=torch.Generator().manual_seed(1)).to(device)
-    first = step(ids)  # warm-up (and the loss we check is finite)
-    assert first == first and first > 0, f"bad loss {first}"
-    step(ids)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(ids)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
-    return {"tokens_per_s": seq * steps / seconds, "peak_gib": peak, "first_loss": first}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -121,8 +90,8 @@ def main() -> None:
         path = write_model(shape, Path(tmp) / "model")
         rows = []
         for seq in seqs:
-            base = measure(baseline, path, args.device, seq, shape["vocab_size"], steps)
-            mine = measure(ours, path, args.device, seq, shape["vocab_size"], steps)
+            base = measure(baseline, path, args.device, 1, seq, shape["vocab_size"], steps)
+            mine = measure(ours, path, args.device, 1, seq, shape["vocab_size"], steps)
             rows.append((seq, mine, base))
     import bitsandbytes
     import peft

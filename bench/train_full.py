@@ -4,36 +4,27 @@ Ours: fp32 master weights, bf16 autocast, fused AdamW, chunked loss on trained t
 Baseline: the model in bf16, SDPA attention, `model(labels=…)` loss, fused AdamW — the GPU-NOTES setup that
 measured 46% MFU. TinyLlama-1.1B shape, seq 2048, batch 4, random-init weights, random token rows.
 
-    python bench/train_full.py --device cuda     # target: ours ≥ 60% MFU on an H100
-    python bench/train_full.py --device cpu      # tiny shape smoke run (no MFU on the CPU)
+    python -m bench.train_full --device cuda     # target: ours ≥ 60% MFU on an H100
+    python -m bench.train_full --device cpu      # tiny shape smoke run (no MFU on the CPU)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+
+from bench.train_common import measure, write_model
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 TINYLLAMA = dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
                  intermediate_size=5632, vocab_size=32000)
 TINY = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=512, vocab_size=32000)
-
-
-def write_model(shape: dict, folder: Path) -> Path:
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(LlamaConfig(max_position_embeddings=4096, **shape),
-                                     dtype=torch.bfloat16).save_pretrained(folder)
-    return folder
 
 
 def ours(path: Path, device: str):
@@ -74,27 +65,6 @@ def baseline(path: Path, device: str):
         return float(loss)
 
     return step
-
-
-def measure(make, path, device, batch, seq, vocab, steps) -> dict:
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    step = make(path, device)
-    ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(1)).to(device)
-    first = step(ids)
-    assert first == first and first > 0, f"bad loss {first}"
-    step(ids)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(ids)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    del step
-    return {"tokens_per_s": batch * seq * steps / (time.perf_counter() - start)}
 
 
 def main() -> None:
