@@ -71,6 +71,18 @@ def tiny_model_dir(bundled_model_dir, tmp_path_factory):
 pytest_plugins = ["nicegui.testing.user_plugin"]
 
 
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """NiceGUI's User simulation runs ui/main.py as __main__ and can leave sys.modules without one; a later first
+    `import torch` (through dill) then fails. Put it back so test order does not matter."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None and "__main__" not in sys.modules:
+        sys.modules["__main__"] = main
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """A fresh data dir for one test, exported as INKSTONE_HOME (the app, consumer and workers read it)."""

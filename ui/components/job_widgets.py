@@ -205,3 +205,13 @@ class LogTail(ui.log):
             data, _, self._partial = data.rpartition(b"\n")
         if data:
             self.push(data.decode("utf-8", errors="replace"))
+
+
+async def find_job(root: Path, job_id: str) -> Job | None:
+    """The job a URL names, or None for a malformed or unknown id (pages say so instead of failing)."""
+    if not job_id.isdigit():
+        return None
+    try:
+        return await io_bound(api.get_job, root, int(job_id))
+    except LookupError:
+        return None

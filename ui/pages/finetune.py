@@ -17,6 +17,7 @@ from jobs.kinds import get_kind
 from ui import state
 from ui.components.finetune_data import DataPreview, gpu_memory_gib, load_presets, preview_dataset, vram_plan
 from ui.components.finetune_run import CompareRuns, RunTools
+from ui.components.job_widgets import find_job
 from ui.components.offload import io_bound
 from ui.frame import frame
 from ui.i18n import t
@@ -197,12 +198,7 @@ async def finetune_run_page(job_id: str):
 
     root = state.root()
     with frame(t("Finetune run")):
-        job = None
-        if job_id.isdigit():
-            try:
-                job = await io_bound(api.get_job, root, int(job_id))
-            except LookupError:
-                job = None
+        job = await find_job(root, job_id)
         if job is None or job.kind != "finetune":
             ui.label(t("There is no finetune run with id {id}.", id=job_id)).classes("text-lg")
             ui.link(t("Back to the wizard"), "/finetune")

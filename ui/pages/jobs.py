@@ -21,7 +21,15 @@ from jobs import status as st
 from ui import state
 from ui.components.formatting import human_duration, human_time
 from ui.components.job_table import JobTable
-from ui.components.job_widgets import JobActions, JobProgress, LogTail, MetricChart, StatusBadge, job_duration
+from ui.components.job_widgets import (
+    JobActions,
+    JobProgress,
+    LogTail,
+    MetricChart,
+    StatusBadge,
+    find_job,
+    job_duration,
+)
 from ui.components.offload import io_bound
 from ui.frame import frame
 from ui.i18n import t
@@ -177,12 +185,7 @@ class JobView:
 async def job_page(job_id: str):
     root = state.root()
     with frame(t("Job")):
-        job = None
-        if job_id.isdigit():
-            try:
-                job = await io_bound(api.get_job, root, int(job_id))
-            except LookupError:
-                job = None
+        job = await find_job(root, job_id)
         if job is None:
             ui.label(t("There is no job with id {id}.", id=job_id)).classes("text-lg")
             ui.link(t("Back to all jobs"), "/jobs")
