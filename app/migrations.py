@@ -32,7 +32,22 @@ def _v3_exports(conn: Connection) -> None:
     _create(conn, tables.Export)
 
 
-MIGRATIONS = [_v1_foundation, _v2_chat_history, _v3_exports]
+def _v4_multi_gpu_jobs(conn: Connection) -> None:
+    # A job may hold several GPUs (a multi-process finetune): a count and a list replace the flag and index.
+    # Checked column by column, since a database created at v1 by this release already has the new ones.
+    columns = {c["name"] for c in inspect(conn).get_columns("job")}
+    if "gpus" not in columns:
+        conn.execute(text("ALTER TABLE job ADD COLUMN gpus INTEGER NOT NULL DEFAULT 0"))
+        conn.execute(text("UPDATE job SET gpus = CASE WHEN needs_gpu THEN 1 ELSE 0 END"))
+    if "gpu_indices" not in columns:
+        conn.execute(text("ALTER TABLE job ADD COLUMN gpu_indices VARCHAR NOT NULL DEFAULT ''"))
+        conn.execute(text("UPDATE job SET gpu_indices = CAST(gpu_index AS TEXT) WHERE gpu_index IS NOT NULL"))
+    for old in ("needs_gpu", "gpu_index"):
+        if old in columns:
+            conn.execute(text(f"ALTER TABLE job DROP COLUMN {old}"))
+
+
+MIGRATIONS = [_v1_foundation, _v2_chat_history, _v3_exports, _v4_multi_gpu_jobs]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -29,7 +29,7 @@ def submit(root: Path, kind: str, params: dict | None = None, *, title: str = ""
     args = job_kind.parse_args(params or {})
     with session(root) as s:
         job = Job(kind=kind, title=title or job_kind.title, params=params or {},
-                  needs_gpu=bool(job_kind.needs_gpu(args)), retry_of=retry_of,
+                  gpus=int(job_kind.gpus(args)), retry_of=retry_of,
                   model_id=model_id, dataset_id=dataset_id)
         s.add(job)
         s.flush()

@@ -22,7 +22,7 @@ class JobKind:
     title: str  # shown in job lists
     args_cls: type  # a dataclass whose field docs feed CLI help and form labels
     run_path: str  # "module:function", imported in the worker only
-    needs_gpu: Callable[[Any], bool] = lambda args: False
+    gpus: Callable[[Any], int] = lambda args: 0  # GPUs a job of these arguments needs (0: runs on the CPU)
     cli: str = ""  # CLI words when not the kind's name, e.g. "export gguf" for `inkstone export gguf …`
 
     def parse_args(self, params: dict) -> Any:

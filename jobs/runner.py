@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from sqlalchemy import text
@@ -28,42 +29,41 @@ from jobs.api import _finish
 POLL_S = 0.25
 
 
-def _claim_gpu(root: Path, job_id: int, per_gpu: int, n_gpus: int) -> int | None:
-    """Atomically take a GPU slot if this job is the oldest waiting GPU job and a GPU has room."""
+def _claim_gpus(root: Path, job_id: int, count: int, per_gpu: int, n_gpus: int) -> list[int] | None:
+    """Atomically take `count` GPU slots if this job is the oldest waiting GPU job and enough GPUs have room."""
     with get_engine(root).connect() as conn:
         conn.exec_driver_sql("BEGIN IMMEDIATE")  # one claimer at a time across processes
-        older = conn.execute(text(
-            "SELECT COUNT(*) FROM job WHERE needs_gpu = 1 AND status = :w AND id < :id"),
-            {"w": st.WAITING, "id": job_id}).scalar()
-        if older:
+        older = conn.execute(text("SELECT COUNT(*) FROM job WHERE gpus > 0 AND status = :w AND id < :id"),
+                             {"w": st.WAITING, "id": job_id}).scalar()
+        held = conn.execute(text("SELECT gpu_indices FROM job WHERE status = :r AND gpu_indices != ''"),
+                            {"r": st.RUNNING}).scalars()
+        busy = Counter(int(g) for indices in held for g in indices.split(","))
+        free = sorted((g for g in range(n_gpus) if busy[g] < per_gpu), key=lambda g: (busy[g], g))
+        if older or len(free) < count:
             conn.exec_driver_sql("ROLLBACK")
             return None
-        busy = dict(conn.execute(text(
-            "SELECT gpu_index, COUNT(*) FROM job WHERE status = :r AND gpu_index IS NOT NULL "
-            "GROUP BY gpu_index"), {"r": st.RUNNING}).all())
-        free = [g for g in range(n_gpus) if busy.get(g, 0) < per_gpu]
-        if not free:
-            conn.exec_driver_sql("ROLLBACK")
-            return None
-        gpu = min(free, key=lambda g: busy.get(g, 0))
-        conn.execute(text("UPDATE job SET gpu_index = :g, status = :r WHERE id = :id"),
-                     {"g": gpu, "r": st.RUNNING, "id": job_id})
+        gpus = sorted(free[:count])
+        conn.execute(text("UPDATE job SET gpu_indices = :g, status = :r WHERE id = :id"),
+                     {"g": ",".join(map(str, gpus)), "r": st.RUNNING, "id": job_id})
         conn.exec_driver_sql("COMMIT")
-        return gpu
+        return gpus
 
 
-def _wait_for_gpu(root: Path, job: Job, per_gpu: int) -> int | None | bool:
-    """Block until a GPU slot is ours; False when the job was cancelled while waiting."""
+def _wait_for_gpus(root: Path, job: Job, per_gpu: int) -> list[int] | None | bool:
+    """Block until the job's GPU slots are ours; None on a machine without GPUs; False when it ended meanwhile."""
     n_gpus = gpu_count()
     if n_gpus == 0:
         return None  # no GPU on this machine: GPU-capable work runs on the CPU like any other job
+    if job.gpus > n_gpus:
+        _finish(root, job.id, st.FAILED, error=f"the job needs {job.gpus} GPUs and this machine has {n_gpus}")
+        return False
     with session(root) as s:
         row = s.get(Job, job.id)
-        row.status, row.message = st.WAITING, "waiting for a free GPU"
+        row.status, row.message = st.WAITING, f"waiting for {job.gpus} free GPU(s)"
     while True:
-        gpu = _claim_gpu(root, job.id, per_gpu, n_gpus)
-        if gpu is not None:
-            return gpu
+        gpus = _claim_gpus(root, job.id, job.gpus, per_gpu, n_gpus)
+        if gpus is not None:
+            return gpus
         with session(root) as s:
             if s.get(Job, job.id).cancel_requested:
                 _finish(root, job.id, st.CANCELLED, message="cancelled while waiting for a GPU")
@@ -78,12 +78,12 @@ def run_job(root: Path, job_id: int) -> None:
         return  # cancelled before it started, or already handled
     settings = load_settings(root)
     env = dict(os.environ, INKSTONE_HOME=str(root), PYTHONUNBUFFERED="1")
-    if job.needs_gpu:
-        gpu = _wait_for_gpu(root, job, settings.gpu_jobs_per_gpu)
-        if gpu is False:
+    if job.gpus:
+        gpus = _wait_for_gpus(root, job, settings.gpu_jobs_per_gpu)
+        if gpus is False:
             return
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
     log = Path(job.log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:

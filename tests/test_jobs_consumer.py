@@ -10,7 +10,7 @@ import pytest
 from app.registry import register_folder
 from jobs import status as st
 from jobs.api import cancel, get_job, job_metrics, list_jobs, log_tail, retry, submit
-from jobs.runner import _claim_gpu
+from jobs.runner import _claim_gpus
 from tests.helpers import start_consumer, wait_for
 
 
@@ -109,12 +109,28 @@ def test_gpu_jobs_take_slots_in_order(home):
     from app.tables import Job
 
     with session(home) as s:
-        jobs = [Job(kind="selftest", needs_gpu=True, status=st.WAITING) for _ in range(3)]
+        jobs = [Job(kind="selftest", gpus=1, status=st.WAITING) for _ in range(3)]
         s.add_all(jobs)
     a, b, c = (j.id for j in jobs)
-    assert _claim_gpu(home, b, per_gpu=1, n_gpus=1) is None  # a is older and still waiting
-    assert _claim_gpu(home, a, per_gpu=1, n_gpus=1) == 0
-    assert _claim_gpu(home, b, per_gpu=1, n_gpus=1) is None  # GPU 0 is busy
-    assert _claim_gpu(home, b, per_gpu=1, n_gpus=2) == 1  # a second GPU has room
-    assert _claim_gpu(home, c, per_gpu=2, n_gpus=2) in (0, 1)
-    assert get_job(home, a).status == st.RUNNING and get_job(home, a).gpu_index == 0
+    assert _claim_gpus(home, b, 1, per_gpu=1, n_gpus=1) is None  # a is older and still waiting
+    assert _claim_gpus(home, a, 1, per_gpu=1, n_gpus=1) == [0]
+    assert _claim_gpus(home, b, 1, per_gpu=1, n_gpus=1) is None  # GPU 0 is busy
+    assert _claim_gpus(home, b, 1, per_gpu=1, n_gpus=2) == [1]  # a second GPU has room
+    assert _claim_gpus(home, c, 1, per_gpu=2, n_gpus=2) in ([0], [1])
+    assert get_job(home, a).status == st.RUNNING and get_job(home, a).gpu_indices == "0"
+
+
+def test_multi_gpu_job_takes_all_its_gpus_at_once(home):
+    from app.db import session
+    from app.tables import Job
+
+    with session(home) as s:
+        one, four, two = Job(kind="finetune", gpus=1, status=st.WAITING), \
+            Job(kind="finetune", gpus=4, status=st.WAITING), Job(kind="finetune", gpus=2, status=st.WAITING)
+        s.add_all([one, four, two])
+    assert _claim_gpus(home, one.id, 1, per_gpu=1, n_gpus=4) == [0]
+    assert _claim_gpus(home, four.id, 4, per_gpu=1, n_gpus=4) is None  # only 3 free: it waits, holding none
+    assert _claim_gpus(home, two.id, 2, per_gpu=1, n_gpus=4) is None  # and nobody jumps the queue
+    assert _claim_gpus(home, four.id, 4, per_gpu=1, n_gpus=8) == [1, 2, 3, 4]  # fewest-used GPUs first
+    assert _claim_gpus(home, two.id, 2, per_gpu=1, n_gpus=8) == [5, 6]
+    assert get_job(home, four.id).gpu_indices == "1,2,3,4"

@@ -13,6 +13,14 @@ from app.db import DatabaseError, get_engine, session
 from app.settings import Settings, SettingsError, data_dir, load_settings, save_settings
 from app.tables import Dataset, Job, Metric, Model
 
+V1_JOB_TABLE = """CREATE TABLE job (id INTEGER NOT NULL, kind VARCHAR NOT NULL, title VARCHAR NOT NULL,
+    status VARCHAR NOT NULL, params JSON, result JSON, progress FLOAT NOT NULL, message VARCHAR NOT NULL,
+    eta_s FLOAT, error VARCHAR NOT NULL, needs_gpu BOOLEAN NOT NULL, gpu_index INTEGER, pid INTEGER,
+    log_path VARCHAR NOT NULL, cancel_requested BOOLEAN NOT NULL, retry_of INTEGER, model_id INTEGER,
+    dataset_id INTEGER, created_at FLOAT NOT NULL, started_at FLOAT, finished_at FLOAT, PRIMARY KEY (id),
+    FOREIGN KEY(retry_of) REFERENCES job (id), FOREIGN KEY(model_id) REFERENCES model (id),
+    FOREIGN KEY(dataset_id) REFERENCES dataset (id))"""
+
 
 def test_fresh_database_is_wal_and_versioned(home):
     get_engine(home)
@@ -48,17 +56,22 @@ def test_older_database_is_migrated_forward(home):
     old = create_engine(f"sqlite:///{home / db.DB_FILE}")
     with old.begin() as conn:
         migrations.MIGRATIONS[0](conn)
+        conn.exec_driver_sql("DROP TABLE job")  # the job table as the first release wrote it
+        conn.exec_driver_sql(V1_JOB_TABLE)
         conn.exec_driver_sql("INSERT INTO schema_version (id, version, updated_at) VALUES (1, 1, 0)")
         conn.exec_driver_sql("INSERT INTO job (kind, title, status, params, result, progress, message, error, "
-                             "needs_gpu, log_path, cancel_requested, created_at) VALUES "
-                             "('selftest', '', 'succeeded', '{}', '{}', 1, '', '', 0, '', 0, 0)")
+                             "needs_gpu, gpu_index, log_path, cancel_requested, created_at) VALUES "
+                             "('finetune', '', 'succeeded', '{}', '{}', 1, '', '', 1, 3, '', 0, 0)")
     old.dispose()
     get_engine(home)
     con = sqlite3.connect(home / db.DB_FILE)
     assert con.execute("SELECT version FROM schema_version").fetchone()[0] == migrations.SCHEMA_VERSION
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"chat_session", "chat_message"} <= tables
-    assert con.execute("SELECT kind FROM job").fetchall() == [("selftest",)]  # old rows kept
+    # Old rows kept, the GPU flag and index carried into the multi-GPU columns (schema v4).
+    assert con.execute("SELECT kind, gpus, gpu_indices FROM job").fetchall() == [("finetune", 1, "3")]
+    columns = {r[1] for r in con.execute("PRAGMA table_info(job)")}
+    assert "needs_gpu" not in columns and "gpu_index" not in columns
 
 
 def test_newer_database_is_refused_untouched(home):

@@ -110,5 +110,12 @@ def run(args: FinetuneConfig, ctx: JobContext) -> dict:
     return result
 
 
+def _gpus_needed(args: FinetuneConfig) -> int:
+    """One GPU per process unless the run names its GPUs; with a hostfile, this node's share."""
+    if args.device == "cpu":
+        return 0
+    return len([g for g in args.gpus.split(",") if g.strip()]) if args.gpus else args.num_procs
+
+
 KIND = register(JobKind("finetune", "Finetune", FinetuneConfig, "jobs.tasks.finetune:run",
-                        needs_gpu=lambda a: a.device != "cpu"))
+                        gpus=_gpus_needed))

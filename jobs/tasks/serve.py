@@ -78,4 +78,4 @@ def run(args: ServeModelArgs, ctx: JobContext) -> dict:
 
 
 KIND = register(JobKind("serve", "Model server", ServeModelArgs, "jobs.tasks.serve:run",
-                        needs_gpu=lambda args: args.device != "cpu"))
+                        gpus=lambda args: 0 if args.device == "cpu" else 1))
