@@ -29,7 +29,8 @@ def _add_kind_parser(sub, kind, groups: dict) -> None:
     for depth, word in enumerate(words[:-1]):  # "export gguf": a group `export` holding `gguf`
         key = tuple(words[: depth + 1])
         if key not in groups:
-            groups[key] = sub.add_parser(word, help=f"{word} …").add_subparsers(dest=f"verb{depth}", required=True)
+            group = sub.add_parser(word, help=f"{word} commands")
+            groups[key] = group.add_subparsers(dest=f"verb{depth}", required=True)
         sub = groups[key]
     p = sub.add_parser(words[-1], help=kind.title, description=kind.title)
     docs = field_docs(kind.args_cls)

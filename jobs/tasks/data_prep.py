@@ -21,7 +21,7 @@ from jobs.kinds import JobKind, register
 @dataclass
 class DataPrepArgs:
     input: str = ""
-    """Input files or folders, separated by commas (jsonl, json, csv, tsv, parquet, txt, md, html)."""
+    """Input files or folders, separated by commas (jsonl, json, csv, tsv, parquet, txt, md, html, pdf, docx)."""
     recipe: str = "default"
     """A preset name (default, pretrain-zh-en, sft-clean) or a recipe JSON file."""
     output: str = ""
