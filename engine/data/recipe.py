@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from engine.data.filters import C4Lines, GopherQuality, GopherRepetition, Length, StopWords, SymbolRatio
 from engine.data.langid import LanguageId
+from engine.data.lm_score import LmPerplexity
 from engine.data.normalize import Normalize, QualityScore
 from engine.data.pii import ScrubPii
 
@@ -101,7 +102,8 @@ class Split:
 RECORD_STEPS = {"normalize": Normalize, "language_id": LanguageId, "length": Length,
                 "gopher_quality": GopherQuality, "gopher_repetition": GopherRepetition,
                 "symbol_ratio": SymbolRatio, "stop_words": StopWords, "c4_lines": C4Lines,
-                "quality_score": QualityScore, "scrub_pii": ScrubPii, "tokenize": Tokenize}
+                "quality_score": QualityScore, "lm_perplexity": LmPerplexity, "scrub_pii": ScrubPii,
+                "tokenize": Tokenize}
 DEDUP_STEPS = {"exact_dedup": ExactDedup, "minhash_dedup": MinhashDedup}
 OUTPUT_STEPS = {"format": Format, "split": Split}
 STEPS = {**RECORD_STEPS, **DEDUP_STEPS, **OUTPUT_STEPS}

@@ -15,7 +15,8 @@ from pathlib import Path
 from engine.data.recipe import Format, Split
 
 PARQUET_COLUMNS = {"text": "string", "source": "string", "lang": "string", "lang_score": "float64",
-                   "quality": "float64", "n_tokens": "int64", "n_docs": "int64", "messages": "string"}
+                   "quality": "float64", "perplexity": "float64", "n_tokens": "int64", "n_docs": "int64",
+                   "messages": "string"}
 
 
 class SplitWriter:
