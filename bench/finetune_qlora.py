@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench.train_common import measure, write_model
+from bench.train_common import measure, train_step, write_model
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 LLAMA2_7B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
@@ -65,15 +65,7 @@ def baseline(path: Path, device: str):
                                              task_type="CAUSAL_LM"))
     model.train()  # or gradient checkpointing silently does nothing
     optimizer = bnb.optim.PagedAdamW8bit([p for p in model.parameters() if p.requires_grad], lr=2e-4)
-
-    def step(ids):
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(loss)
-
-    return step
+    return train_step(model, optimizer)
 
 
 def main() -> None:

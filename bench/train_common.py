@@ -21,6 +21,19 @@ def write_model(shape: dict, folder: Path) -> Path:
     return folder
 
 
+def train_step(model, optimizer):
+    """One optimizer step on a batch of token ids (labels = inputs); returns the loss."""
+
+    def step(ids):
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step
+
+
 def measure(make, path: Path, device: str, batch: int, seq: int, vocab: int, steps: int) -> dict:
     """Build a step with make(path, device), warm it up twice, then time `steps` steps on random tokens."""
     cuda = device.startswith("cuda")

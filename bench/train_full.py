@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.train_common import measure, write_model
+from bench.train_common import measure, train_step, write_model
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 TINYLLAMA = dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
@@ -56,15 +56,7 @@ def baseline(path: Path, device: str):
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa").to(device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.startswith("cuda"))
-
-    def step(ids):
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(loss)
-
-    return step
+    return train_step(model, optimizer)
 
 
 def main() -> None:

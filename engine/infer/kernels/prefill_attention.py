@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from engine.infer.kernels.paged_inputs import check_paged_inputs
+
 _LOG2E = 1.4426950408889634
 
 
@@ -148,10 +150,7 @@ def paged_attention_prefill(
     """
     num_tokens, num_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
-    if num_heads % num_kv_heads:
-        raise ValueError(f"{num_heads} query heads are not a multiple of {num_kv_heads} KV heads")
-    if k_cache.stride() != v_cache.stride() or k_cache.stride(-1) != 1:
-        raise ValueError("k_cache and v_cache must share strides with a contiguous head_dim")
+    check_paged_inputs(q, k_cache, v_cache)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     batch = seq_lens.shape[0]
     if num_tokens == 0 or batch == 0:
