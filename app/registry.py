@@ -2,7 +2,8 @@
 
 Registration reads only config and safetensors headers (no torch). Models converted or produced by Inkstone
 live in the data dir and are `managed`: removing the row deletes their folder; imported folders are left
-where the user keeps them.
+where the user keeps them. A GGUF file (an export, or one from elsewhere) is no row of its own: it is referred
+to by its path wherever a model name is accepted for serving, and llama.cpp runs it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from sqlmodel import select
 
 from app.db import NotFound, session
-from app.tables import Job, Model
+from app.tables import Export, Job, Model
 from engine.models.inspect import inspect_hf_folder
 
 
@@ -70,3 +71,29 @@ def remove_model(root: Path, ref: str | int) -> Model:
     if model.managed:
         shutil.rmtree(model.path, ignore_errors=True)
     return model
+
+
+# ---- GGUF files: served by llama.cpp, referred to by path where a registered model is by name ----------------
+
+def is_gguf(model: str) -> bool:
+    """Whether a model reference names a GGUF file (served by llama.cpp) rather than a registered model."""
+    return model.lower().endswith(".gguf")
+
+
+def display_name(model: str) -> str:
+    """How pickers and chat bubbles show a model: a GGUF by its file name."""
+    return f"{Path(model).name} · llama.cpp" if is_gguf(model) else model
+
+
+def gguf_files(root: Path) -> list[str]:
+    """Exported GGUF files that are still on disk, newest first: the Chat page can run them too."""
+    with session(root) as s:
+        paths = s.exec(select(Export.path).where(Export.format == "gguf").order_by(Export.id.desc())).all()
+    return [p for p in dict.fromkeys(paths) if p and Path(p).is_file()]
+
+
+def gguf_source(root: Path, path: Path) -> int | None:
+    """The registered model an exported GGUF came from (None for a file from elsewhere)."""
+    with session(root) as s:
+        export = s.exec(select(Export).where(Export.path == str(path.resolve()))).first()
+    return export.model_id if export else None

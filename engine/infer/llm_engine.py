@@ -31,9 +31,21 @@ log = logging.getLogger(__name__)
 
 class LLMEngine:
     def __init__(self, model_path: str, config: EngineConfig | None = None):
+        """model_path: an HF folder (our own model runner) or a .gguf file (llama.cpp computes the logits)."""
         self.config = config = config or EngineConfig()
         config.validate()
         path = Path(model_path)
+        if path.suffix.lower() == ".gguf":
+            self._start_llama_cpp(path, config)
+        else:
+            self._start_own_runner(path, config)
+        self.requests: dict[str, list[Sequence]] = {}
+        # Samples 1..n-1 of a request wait until sample 0 has computed (and cached) the prompt.
+        self.deferred: dict[str, list[Sequence]] = {}
+        self.pending: list[RequestOutput] = []
+        self.counters = dict(prompt_tokens=0, cached_prompt_tokens=0, generation_tokens=0, requests_finished=0)
+
+    def _start_own_runner(self, path: Path, config: EngineConfig) -> None:
         hf_config = AutoConfig.from_pretrained(str(path))
         model_class(hf_config.model_type)
         self.tokenizer = load_tokenizer(path)
@@ -59,11 +71,17 @@ class LLMEngine:
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
         self.eos_ids = _eos_ids(path, self.tokenizer)
-        self.requests: dict[str, list[Sequence]] = {}
-        # Samples 1..n-1 of a request wait until sample 0 has computed (and cached) the prompt.
-        self.deferred: dict[str, list[Sequence]] = {}
-        self.pending: list[RequestOutput] = []
-        self.counters = dict(prompt_tokens=0, cached_prompt_tokens=0, generation_tokens=0, requests_finished=0)
+
+    def _start_llama_cpp(self, path: Path, config: EngineConfig) -> None:
+        from engine.infer.gguf_runner import ContextBlocks, LlamaCppRunner, SerialScheduler
+
+        self.runner = LlamaCppRunner(path, config)
+        self.tokenizer = self.runner.tokenizer
+        self.vocab_size = self.runner.n_vocab
+        self.max_model_len = self.runner.max_model_len
+        self.block_manager = ContextBlocks(self.runner.llm)
+        self.scheduler = SerialScheduler(self.block_manager)
+        self.eos_ids = self.runner.eos_ids
 
     # ---- requests -----------------------------------------------------------------------------------
 
@@ -88,6 +106,9 @@ class LLMEngine:
     def _check_prompt(self, ids: list[int], params: SamplingParams) -> None:
         if not ids:
             raise ValueError("prompt: must not be empty")
+        if params.prompt_logprobs is not None and not self.runner.supports_prompt_logprobs:
+            raise ValueError("prompt_logprobs: not available for a GGUF model (llama.cpp keeps only the last "
+                             "position's logits); serve its HF folder instead")
         if not all(isinstance(t, int) and 0 <= t < self.vocab_size for t in ids):
             raise ValueError(f"prompt: token ids must be integers in [0, {self.vocab_size})")
         if len(ids) >= self.max_model_len:

@@ -54,6 +54,8 @@ class StepResult:
 
 
 class ModelRunner:
+    supports_prompt_logprobs = True
+
     def __init__(self, model_path: str, hf_config, config: EngineConfig, device: torch.device,
                  dtype: torch.dtype, max_position: int):
         self.config = config

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field
@@ -23,7 +24,7 @@ API_KEY_ENV = "INKSTONE_API_KEY"
 @dataclass
 class ServeModelArgs:
     model: str = "smollm2-135m-instruct"
-    """Registered model name or id."""
+    """Registered model name or id, or a .gguf file (served through llama.cpp)."""
     host: str = "127.0.0.1"
     """Interface to listen on; anything but loopback needs an API key (INKSTONE_API_KEY or --api-key)."""
     port: Annotated[int, Field(ge=0, le=65535)] = 0
@@ -52,30 +53,48 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def _target(root, ref: str) -> tuple[str, str, int | None]:
+    """(path to load, name clients send, registry id) of a registered model or a GGUF file."""
+    from app.registry import gguf_source, is_gguf, resolve_model
+
+    if is_gguf(ref):
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"model: {ref} is not a file")
+        return str(path.resolve()), ref, gguf_source(root, path)
+    model = resolve_model(root, ref)
+    return model.path, model.name, model.id
+
+
 def run(args: ServeModelArgs, ctx: JobContext) -> dict:
     from app.db import session
-    from app.registry import resolve_model
     from app.tables import Job
     from engine.progress import check_cancel
     from engine.serve.server import ServeArgs, run_server
 
-    model = resolve_model(ctx.root, args.model)
+    model_path, name, model_id = _target(ctx.root, args.model)
     port = args.port or _free_port(args.host)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
     with session(ctx.root) as s:
         job = s.get(Job, ctx.job_id)
-        job.result = {"url": url, "model": model.name}
-        job.model_id = model.id
+        job.result = {"url": url, "model": name}
+        job.model_id = model_id
         s.add(job)
-    run_server(ServeArgs(model_path=model.path, served_model_name=model.name, host=args.host, port=port,
+    run_server(ServeArgs(model_path=model_path, served_model_name=name, host=args.host, port=port,
                          api_key=os.environ.get(API_KEY_ENV) or None, device=args.device,
                          max_model_len=args.max_model_len or None,
                          gpu_memory_utilization=args.gpu_memory_utilization,
                          enable_prefix_caching=args.enable_prefix_caching,
                          cpu_kv_cache_gb=args.cpu_kv_cache_gb), ctx.progress, ctx.cancel)
     check_cancel(ctx.cancel)  # stopped on request: the job reads "cancelled", not "succeeded"
-    return {"url": url, "model": model.name}
+    return {"url": url, "model": name}
 
 
-KIND = register(JobKind("serve", "Model server", ServeModelArgs, "jobs.tasks.serve:run",
-                        gpus=lambda args: 0 if args.device == "cpu" else 1))
+def _gpus(args: ServeModelArgs) -> int:
+    from app.registry import is_gguf
+
+    # The installer builds llama.cpp for the CPU, so a GGUF takes a GPU slot only when asked for one outright.
+    return 0 if args.device == "cpu" or (is_gguf(args.model) and args.device == "auto") else 1
+
+
+KIND = register(JobKind("serve", "Model server", ServeModelArgs, "jobs.tasks.serve:run", gpus=_gpus))

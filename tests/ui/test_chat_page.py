@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import time
+from urllib.parse import quote
 
 import pytest
 from nicegui import ui
@@ -17,7 +18,7 @@ from app import chat
 from app.db import session
 from app.registry import register_folder
 from app.serving import server_for
-from app.tables import Job
+from app.tables import Export, Job
 from jobs import api
 from jobs import status as st
 from tests.helpers import REPO, start_consumer
@@ -236,6 +237,54 @@ async def test_chat_end_to_end_with_a_real_server(home, tiny, tmp_path, user: Us
         await until(lambda: server_for(home, "tiny-llama") is None, 60, "server stopped")
         served = api.list_jobs(home, kind="serve")[0]  # a server asked to stop ends cleanly
         assert served.status == st.CANCELLED and served.result["url"]
+    finally:
+        for job in api.list_jobs(home, kind="serve"):
+            if job.status in st.ACTIVE:
+                api.cancel(home, job.id)
+        consumer.terminate()
+        consumer.wait(30)
+
+
+async def test_exported_gguf_is_offered_and_a_link_preselects_it(home, tiny, user: User):
+    from engine.models.bundled import bundled_gguf_path
+    from jobs.tasks.serve import _target
+
+    gguf = str(bundled_gguf_path())
+    with session(home) as s:
+        s.add(Export(model_id=tiny.id, quant="q4_1", path=gguf, size_bytes=1))
+        s.add(Export(model_id=tiny.id, quant="f16", path="/gone/tiny.F16.gguf", size_bytes=1))  # deleted since
+    assert _target(home, gguf) == (gguf, gguf, tiny.id), "a served export is linked to its source model"
+    await user.open("/chat")
+    options = one(user, "model-0").options
+    assert options[gguf] == "SmolLM2-135M-Instruct.Q4_1.gguf · llama.cpp"
+    assert "/gone/tiny.F16.gguf" not in options
+    await user.open(f"/chat?model={quote(gguf)}")
+    assert one(user, "model-0").value == gguf
+    await user.should_see("SmolLM2-135M-Instruct.Q4_1.gguf · llama.cpp")
+
+
+async def test_chat_with_a_gguf_through_llama_cpp(home, tiny, tmp_path, user: User):
+    from engine.models.bundled import bundled_gguf_path
+
+    gguf = str(bundled_gguf_path())
+    consumer = start_consumer(home, tmp_path / "consumer.log")
+    try:
+        await user.open(f"/chat?model={quote(gguf)}")
+        user.find(marker="server-start-0").click()
+        job = await until(lambda: server_for(home, gguf), 10, "serve job submitted")
+        assert job.gpus == 0, "llama.cpp here runs on the CPU: no GPU slot"
+        chip = one(user, "server-status-0")
+        await until(lambda: chip.text == "Ready", 120, "server ready")
+        one(user, "param-max_tokens").value = 10
+        for turn, text in enumerate(["What is the capital of France?", "And of Italy?"]):
+            user.find(marker="chat-input").type(text).trigger("keydown.enter.exact.prevent")
+            sessions = await until(lambda: chat.list_sessions(home), 10, "session created")
+            want = 2 * turn + 2
+            await until(lambda n=want, sid=sessions[0].id: len(chat.messages(home, sid)) == n, 60, "answer saved")
+            await idle(user)
+        first, second = chat.messages(home, sessions[0].id)[1::2]
+        assert first.content and first.model_name == gguf and first.completion_tokens > 0
+        assert second.cached_tokens >= first.prompt_tokens, "llama.cpp's context keeps the first turn"
     finally:
         for job in api.list_jobs(home, kind="serve"):
             if job.status in st.ACTIVE:

@@ -15,6 +15,7 @@ import openai
 from nicegui import ui
 
 from app import chat
+from app.registry import display_name
 from app.tables import ChatMessage
 from ui.components.chat_client import Answer, request_messages, stream_answer
 from ui.components.offload import io_bound
@@ -59,7 +60,7 @@ class ChatPane(ui.column):
 
     def set_model(self, model: str) -> None:
         self.model = model
-        self.title.set_text(model)
+        self.title.set_text(display_name(model))
 
     def show(self, messages: list[ChatMessage]) -> None:
         """Draw the pane's stored messages afresh."""
@@ -72,7 +73,7 @@ class ChatPane(ui.column):
                 if m.role == "user":
                     self._user_bubble(m.content)
                 elif m.role == "assistant":
-                    _, _, stats = self._answer_bubble(m.model_name, m.content)
+                    _, _, stats = self._answer_bubble(display_name(m.model_name), m.content)
                     stats.set_text(stats_text(m))
         self.scroll.scroll_to(percent=1.0)
 
@@ -107,7 +108,7 @@ class ChatPane(ui.column):
         """Stream the model's answer to the pane's history; store it (a stopped one too, as far as it got)."""
         turns = [(m.role, m.content) for m in self.messages if m.role in ("user", "assistant")]
         with self.box:
-            bubble, md, stats = self._answer_bubble(self.model, "")
+            bubble, md, stats = self._answer_bubble(display_name(self.model), "")
             stats.set_text(t("Thinking…"))
         answer, last_draw = Answer(), 0.0
 

@@ -16,6 +16,7 @@ from nicegui import ui
 from sqlmodel import select
 
 from app.db import session
+from app.registry import display_name
 from app.serving import ensure_server, stop_server
 from app.tables import Job
 from jobs import status as st
@@ -120,9 +121,9 @@ class ModelBar:
     def __init__(self, root: Path, names: list[str], chosen: list[str], locked: bool,
                  on_change: Callable[[], Awaitable[None]]):
         self.on_change = on_change
-        options = {n: n for n in names}
+        options = {n: display_name(n) for n in names}
         for name in chosen:  # a resumed session's model may have been removed since
-            options.setdefault(name, t("{name} (not registered)", name=name))
+            options.setdefault(name, t("{name} (not registered)", name=display_name(name)))
         self.selects: list[ui.select] = []
         self.statuses: list[ServerStatus] = []
         with ui.column().classes("w-full gap-1"):

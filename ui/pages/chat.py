@@ -15,7 +15,7 @@ from nicegui import ui
 
 from app import chat
 from app.db import NotFound
-from app.registry import list_models
+from app.registry import gguf_files, list_models
 from app.tables import ChatMessage, ChatSession
 from ui import state
 from ui.components.chat_pane import ChatPane
@@ -30,12 +30,17 @@ from ui.i18n import t
 @dataclass
 class Loaded:
     names: list[str]
+    """Registered models, then exported GGUF files (served by llama.cpp)."""
     chat: ChatSession | None = None
     by_pane: dict[int, list[ChatMessage]] = field(default_factory=dict)
+    preselect: str | None = None
+    """A model the link asked for (/chat?model=…), e.g. from the Export page."""
 
 
-def _load(root: Path, session_id: int | None) -> Loaded:
-    loaded = Loaded(names=[m.name for m in list_models(root)])
+def _load(root: Path, session_id: int | None, preselect: str | None = None) -> Loaded:
+    loaded = Loaded(names=[m.name for m in list_models(root)] + gguf_files(root), preselect=preselect)
+    if preselect and preselect not in loaded.names:
+        loaded.names.append(preselect)  # a GGUF file given by path: the server says if it cannot load it
     if session_id is not None:
         loaded.chat = chat.get_session(root, session_id)
         for m in chat.messages(root, session_id):
@@ -60,7 +65,7 @@ class ChatView:
                 self._build(loaded)
 
     def _build(self, loaded: Loaded) -> None:
-        chosen = loaded.chat.models if loaded.chat else loaded.names[:1]
+        chosen = loaded.chat.models if loaded.chat else [loaded.preselect] if loaded.preselect else loaded.names[:1]
         self.bar = ModelBar(self.root, loaded.names, chosen, locked=bool(loaded.by_pane),
                             on_change=self.models_changed)
         self.settings = SettingsPanel(self.settings_changed)
@@ -168,13 +173,13 @@ class ChatView:
             task.cancel()
 
 
-async def _open(raw_id: str | None) -> None:
+async def _open(raw_id: str | None, model: str | None = None) -> None:
     root = state.root()
     with frame(t("Chat")):
         try:
             if raw_id is not None and not raw_id.isdigit():
                 raise NotFound(raw_id)
-            loaded = await io_bound(_load, root, int(raw_id) if raw_id is not None else None)
+            loaded = await io_bound(_load, root, int(raw_id) if raw_id is not None else None, model)
         except NotFound:
             ui.label(t("There is no chat with id {id}.", id=raw_id)).classes("text-lg")
             ui.link(t("Start a new chat"), "/chat")
@@ -183,8 +188,8 @@ async def _open(raw_id: str | None) -> None:
 
 
 @ui.page("/chat")
-async def chat_page():
-    await _open(None)
+async def chat_page(model: str | None = None):
+    await _open(None, model or None)
 
 
 @ui.page("/chat/{session_id}")

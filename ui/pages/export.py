@@ -9,6 +9,7 @@ agreement against the HF model, llama.cpp's decode speed, and the path to copy.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from nicegui import ui
 from sqlmodel import select
@@ -130,9 +131,13 @@ class ExportView:
             for text in cells:
                 with ui.element("td"):
                     ui.label(text)
-            with ui.element("td"), ui.button(icon="folder_open", on_click=lambda e=e: self.copy_folder(e)).props(
-                    "flat dense").mark(f"copy-{e.id}"):
-                ui.tooltip(t("Copy the folder's path"))
+            with ui.element("td"), ui.row().classes("no-wrap gap-0"):
+                with ui.button(icon="chat", on_click=lambda e=e: ui.navigate.to(f"/chat?model={quote(e.path)}")).props(
+                        "flat dense").mark(f"chat-{e.id}"):
+                    ui.tooltip(t("Chat with this file through llama.cpp"))
+                with ui.button(icon="folder_open", on_click=lambda e=e: self.copy_folder(e)).props(
+                        "flat dense").mark(f"copy-{e.id}"):
+                    ui.tooltip(t("Copy the folder's path"))
 
     def copy_folder(self, e: Export) -> None:
         folder = str(Path(e.path).parent)
