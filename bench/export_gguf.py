@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 BENCHMARKS_MD = REPO / "docs" / "benchmarks.md"
@@ -147,7 +149,12 @@ def main() -> int:
     h, f = LLAMA2_7B_LAYER["hidden_size"], LLAMA2_7B_LAYER["intermediate_size"]
     n_params = 2 * VOCAB * h + args.layers * (4 * h * h + 3 * h * f)
     quants = parse_quants(args.quants)
-    need = n_params * 2 * 2 + sum(estimate_bytes(n_params, q) for q in quants) + estimate_bytes(n_params, quants[0])
+    # Each export is deleted after it is timed: the peak is the source plus the largest one (a K-quant also
+    # writes an F16 first, for llama.cpp's quantizer to read).
+    f16 = estimate_bytes(n_params, parse_quants("f16")[0])
+    need = n_params * 2 + max(estimate_bytes(n_params, q) + (f16 if q.maker == "llama.cpp" else 0) for q in quants)
+    # The baseline holds every converted tensor until it writes: it needs the whole F16 model in RAM.
+    baseline_fits = f16 * 1.2 < psutil.virtual_memory().available
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(work).free
@@ -168,17 +175,23 @@ def main() -> int:
             (tmp / q.name).mkdir()
             results[f"ours {q.name}"] = run_child("ours", tmp / "src", tmp / q.name, q.name)
             shutil.rmtree(tmp / q.name)
-        (tmp / "base").mkdir()
-        results["baseline f16 (eager)"] = run_child("baseline", tmp / "src", tmp / "base", "f16")
-        shutil.rmtree(tmp / "base")
+        if baseline_fits:
+            (tmp / "base").mkdir()
+            results["baseline f16 (eager)"] = run_child("baseline", tmp / "src", tmp / "base", "f16")
+            shutil.rmtree(tmp / "base")
+        else:
+            print(f"baseline skipped: eager mode would hold {f16 / 2**30:.1f} GiB of F16 tensors in RAM, "
+                  f"{psutil.virtual_memory().available / 2**30:.1f} GiB are available")
         print(f"{'export':<22}{'seconds':>9}{'peak RSS GiB':>14}")
         for name, r in results.items():
             print(f"{name:<22}{r['seconds']:>9.1f}{r['peak_rss'] / 2**30:>14.2f}")
-        ours, base = results.get("ours f16"), results["baseline f16 (eager)"]
+        ours, base = results.get("ours f16"), results.get("baseline f16 (eager)")
         summary = "; ".join(f"{n} {r['seconds']:.0f}s, peak RSS {r['peak_rss'] / 2**30:.2f} GiB"
                             for n, r in results.items())
-        if ours:
+        if ours and base:
             summary += f" (F16 peak RSS ours/baseline = {ours['peak_rss'] / base['peak_rss']:.2f}x)"
+        elif not base:
+            summary += f"; baseline not run (needs {f16 / 2**30:.1f} GiB of RAM)"
         rows.append((f"7B shape, {args.layers} layers, {n_params / 1e9:.2f}B params, {size / 2**30:.2f} GiB bf16",
                      summary))
         if not args.skip_fidelity:
@@ -188,7 +201,8 @@ def main() -> int:
                 m = fl.metrics
                 print(f"{fl.quant:<8}{fl.size_bytes / 2**20:>10.1f}{m['ppl_delta_pct']:>+13.3f}"
                       f"{m['top1_agreement']:>8.3f}{m['tokens_per_s']:>17.1f}")
-            rows.append(("fidelity, smollm2-135m-instruct vs HF fp32 (125 tokens)", "; ".join(
+            tokens = files[0].metrics["eval_tokens"]
+            rows.append((f"fidelity, smollm2-135m-instruct vs HF fp32 ({tokens} tokens)", "; ".join(
                 f"{fl.quant} {fl.size_bytes / 2**20:.0f} MiB ppl {fl.metrics['ppl_delta_pct']:+.2f}% "
                 f"top-1 {fl.metrics['top1_agreement']:.3f} {fl.metrics['tokens_per_s']:.0f} tok/s" for fl in files)))
     machine = f"{platform.system()} {platform.machine()}, 2 threads for llama.cpp"

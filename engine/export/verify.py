@@ -29,14 +29,10 @@ MIN_TOP1_LOSSLESS = 0.98
 MAX_PPL_DELTA_LOSSLESS = 0.005
 MIN_PRINTABLE = 0.9
 
-EVAL_TEXT = (
-    "The river rises in the hills north of the town and runs south through farmland before it reaches the sea. "
-    "In spring the snow melts and the water climbs the stone walls that the farmers built a century ago. "
-    "Children walk along the bank on their way to school, counting the boats and the herons that stand in the "
-    "shallows. The old mill, which once ground wheat for the whole valley, is now a small museum where visitors "
-    "can see how the wheel turned the heavy stones. Every autumn the town holds a market by the bridge, and "
-    "people come from the villages around to sell apples, cheese, honey and wool."
-)
+# About 1,000 tokens of plain English, a little code and Chinese: perplexity over a few hundred tokens moves by
+# whole percents between runs of nearly equal models, which would drown the differences between quant types.
+EVAL_TEXT_PATH = Path(__file__).resolve().parents[2] / "assets" / "eval" / "export_fidelity.txt"
+EVAL_TEXT = EVAL_TEXT_PATH.read_text(encoding="utf-8")
 CHAT_PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
     [{"role": "system", "content": "You answer briefly."},
@@ -69,9 +65,11 @@ def _nll(logits: np.ndarray, ids: list[int]) -> np.ndarray:
 
 def hf_reference(model_dir: str | Path) -> Reference:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    from engine.export.vocab import reference_tokenizer
+
+    tokenizer = reference_tokenizer(Path(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     ids = tokenizer(EVAL_TEXT)["input_ids"]
     with torch.no_grad():

@@ -29,7 +29,7 @@ def teacher_forced_logits(path: Path, ids: list[int]):
     import numpy as np
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
+    llm = Llama(model_path=str(path), n_ctx=max(512, len(ids) + 64), n_threads=2, logits_all=True, verbose=False)
     try:
         llm.eval(ids)
         return np.asarray(llm.scores[: len(ids)], dtype=np.float32)
