@@ -64,5 +64,7 @@ async def test_exported_files_show_their_verification(home, user: User, bundled_
     await user.should_see("87.4")
     user.find(marker="copy-1").click()
     await user.should_see("Copied /exports")
+    user.find(marker="download-1").click()  # the row's file was deleted since
+    await user.should_see("/exports/smol.Q4_K_M.gguf is no longer there.")
     user.find(marker="chat-1").click()  # the Chat page opens with this file picked
     await user.should_see("smol.Q4_K_M.gguf · llama.cpp")

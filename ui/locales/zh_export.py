@@ -22,6 +22,8 @@ ZH = {
     "llama.cpp tokens/s": "llama.cpp 词元/秒",
     "Copy the folder's path": "复制文件夹路径",
     "Chat with this file through llama.cpp": "通过 llama.cpp 与此文件对话",
+    "Download the file": "下载文件",
+    "{path} is no longer there.": "{path} 已不存在。",
     "Pick a model (register one on the Models page).": "请选择模型（可在“模型”页注册）。",
     "Could not queue the export: {error}": "无法将导出加入队列：{error}",
     "Export queued as job #{id}.": "导出已加入队列，任务 #{id}。",

@@ -135,9 +135,18 @@ class ExportView:
                 with ui.button(icon="chat", on_click=lambda e=e: ui.navigate.to(f"/chat?model={quote(e.path)}")).props(
                         "flat dense").mark(f"chat-{e.id}"):
                     ui.tooltip(t("Chat with this file through llama.cpp"))
+                with ui.button(icon="download", on_click=lambda e=e: self.download(e)).props("flat dense").mark(
+                        f"download-{e.id}"):
+                    ui.tooltip(t("Download the file"))
                 with ui.button(icon="folder_open", on_click=lambda e=e: self.copy_folder(e)).props(
                         "flat dense").mark(f"copy-{e.id}"):
                     ui.tooltip(t("Copy the folder's path"))
+
+    def download(self, e: Export) -> None:
+        if not Path(e.path).is_file():
+            ui.notify(t("{path} is no longer there.", path=e.path), type="warning")
+            return
+        ui.download.file(e.path)
 
     def copy_folder(self, e: Export) -> None:
         folder = str(Path(e.path).parent)
