@@ -2,7 +2,8 @@
 
 `inkstone <kind> --field value …` builds a job kind's arguments from its dataclass (field docs become the
 help), submits it, and follows it with a progress bar; if no consumer is running (the app is not open), it
-runs the job right here, still as a recorded job. Ctrl-C cancels the job it follows.
+runs the job right here, still as a recorded job. Ctrl-C cancels the job it follows, and so do SIGTERM and
+SIGHUP (`kill`, a closed terminal): a job run right here must not be left marked running by a killed CLI.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -101,8 +103,16 @@ def consumer_running(root: Path) -> bool:
     return running_instance(root) is not None
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def follow(root: Path, job_id: int) -> int:
-    """Show a job's progress until it ends; Ctrl-C asks it to stop."""
+    """Show a job's progress until it ends; Ctrl-C, SIGTERM or SIGHUP ask it to stop."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) == signal.SIG_DFL:  # an ignored one (nohup) stays ignored, as SIGINT does
+                signal.signal(sig, _interrupt)
     from tqdm import tqdm
 
     from jobs import status as st

@@ -1,4 +1,4 @@
-"""`inkstone serve MODEL` as a user runs it: a job that serves the OpenAI API until Ctrl-C."""
+"""`inkstone serve MODEL` as a user runs it: a job that serves the OpenAI API until Ctrl-C (or `kill`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
 from openai import OpenAI
 
 from app.registry import register_folder
@@ -22,12 +23,20 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def test_serve_command_answers_the_openai_client_and_stops_on_ctrl_c(home, tiny_model_dir):
+def _as_a_terminal_starts_it() -> None:
+    # A shell starts a foreground command with SIGINT at its default. A test run from a background job
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so reset it here.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "kill"])
+def test_serve_command_answers_the_openai_client_and_stops_on_a_signal(home, tiny_model_dir, stop_signal):
     register_folder(home, tiny_model_dir("qwen2"), name="tiny")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "tiny", "--port", str(port), "--device", "cpu",
                              "--cpu-kv-cache-gb", "0.05"], cwd=REPO, env=child_env(home),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_as_a_terminal_starts_it)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _healthy(url) or proc.poll() is not None, 120, what="server")
@@ -40,9 +49,9 @@ def test_serve_command_answers_the_openai_client_and_stops_on_ctrl_c(home, tiny_
         job = list_jobs(home, kind="serve")[0]
         assert job.status == st.RUNNING and job.result["url"] == url
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         out, _ = proc.communicate(timeout=60)
-    assert "cancelled" in out
+    assert "cancelled" in out and proc.returncode == 1
     assert list_jobs(home, kind="serve")[0].status == st.CANCELLED
     assert not _healthy(url)
 
