@@ -46,6 +46,8 @@ def _add_kind_parser(sub, kind, groups: dict) -> None:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif tp in (int, float, str):
             p.add_argument(flag, dest=f.name, type=tp, default=None, help=help_text)
+        elif typing.get_origin(tp) is typing.Literal:
+            p.add_argument(flag, dest=f.name, choices=typing.get_args(tp), default=None, help=help_text)
         else:  # lists and dicts as JSON
             p.add_argument(flag, dest=f.name, type=json.loads, default=None, help=help_text + " [JSON]")
     if "model" in hints:  # `inkstone serve MODEL` reads better than `--model MODEL`

@@ -1,13 +1,15 @@
 """Inference throughput: our engine against HF `generate` on the same model and prompts, in one run.
 
-CPU (default): the bundled SmolLM2-135M, fp32; (a) an offline batch of 16 concurrent requests with mixed prompt
-and output lengths, and the same at batch 1; (b) batch-1 decode tokens/s. HF serves a batch the only way it
-can: one left-padded batch run until its longest request is done, so only each request's own tokens count.
+CPU (default): the bundled SmolLM2-135M in the engine's default dtype (bf16 on CPUs with native bf16, else
+fp32), against HF in from_pretrained's default dtype and, where that differs, in ours; (a) an offline batch of
+16 concurrent requests with mixed prompt and output lengths, and the same at batch 1; (b) batch-1 decode
+tokens/s. HF serves a batch the only way it can: one left-padded batch run until its longest request is done,
+so only each request's own tokens count.
 GPU (`--device cuda --random-7b`): a random-init Llama-2-7B shape in bf16, the grid bs 1/16/64/128/256 at
 in 128 / out 128, and the nano-vllm shape (256 requests, in/out lengths uniform in 100..1024, ignore_eos; ours
 only, HF would need a padded 256 x 2048 batch).
 
-Prints a table with the ratio and appends a dated row per case to docs/benchmarks.md.
+Prints the ratios and appends a dated row per case to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -131,8 +133,8 @@ def main() -> None:
     parser.add_argument("--output-range", type=int, nargs=2, default=[16, 128], help="output length range")
     parser.add_argument("--decode-tokens", type=int, default=64, help="tokens of the batch-1 decode case")
     parser.add_argument("--threads", type=int, help="torch CPU threads (both sides)")
-    parser.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16 (both sides; a CPU with "
-                        "AVX512-BF16 or AMX runs bf16 matmuls several times faster than fp32)")
+    parser.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16: ours, and HF's second run "
+                        "(a CPU with AVX512-BF16 or AMX runs bf16 matmuls several times faster than fp32)")
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args()
     if args.threads:
@@ -160,39 +162,49 @@ def main() -> None:
         dtype = args.dtype
 
     engine = LLMEngine(str(model_dir), EngineConfig(device=args.device, dtype=dtype))
+    ours_dtype = engine.runner.dtype
     vocab = engine.runner.model.config.vocab_size
     pad_id = engine.tokenizer.pad_token_id or 0
     warm = [[1000 + i for i in range(32)]]
     engine.generate(warm, SamplingParams(temperature=0, max_tokens=4))
 
+    # HF runs as a user gets it (from_pretrained's default dtype) and, where that differs, in ours' dtype.
+    hf_models: dict[torch.dtype, torch.nn.Module] = {}
+
+    def hf_model(dtype: torch.dtype | None):
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **({"dtype": dtype} if dtype else {}))
+        model = model.to(engine.runner.device).eval()
+        hf_throughput(model, warm, mixed("warm", 1, (32, 32), (4, 4)), engine.runner.device.type, pad_id)
+        hf_models[model.dtype] = model
+
     rows = []
-    hf_model = None
     for w in workloads:
         prompts = random_prompts(w, vocab)
         ours = engine_throughput(engine, prompts, w)
-        hf = None
+        hf: dict[torch.dtype, float] = {}
         if w.run_hf:
-            if hf_model is None:
-                hf_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=engine.runner.dtype)
-                hf_model = hf_model.to(engine.runner.device).eval()
-                hf_throughput(hf_model, warm, mixed("warm", 1, (32, 32), (4, 4)), engine.runner.device.type, pad_id)
-            hf = hf_throughput(hf_model, prompts, w, engine.runner.device.type, pad_id)
+            if not hf_models:
+                hf_model(None)
+                if ours_dtype not in hf_models:
+                    hf_model(ours_dtype)
+            hf = {dt: hf_throughput(m, prompts, w, engine.runner.device.type, pad_id) for dt, m in hf_models.items()}
         rows.append((w.name, hf, ours))
-        print(f"{w.name:<48} HF {hf or 0:>9.1f} tok/s   ours {ours:>9.1f} tok/s   "
-              f"ratio {(ours / hf) if hf else float('nan'):>5.2f}x", flush=True)
+        print(f"{w.name:<48} ours {ours:>9.1f} tok/s ({_short(ours_dtype)})   "
+              + "   ".join(f"HF {_short(dt)} {t:>9.1f} tok/s = {ours / t:.2f}x" for dt, t in hf.items()), flush=True)
 
-    print(f"\n{'case':<48}{'HF tok/s':>12}{'ours tok/s':>12}{'ratio':>8}")
-    for name, hf, ours in rows:
-        ratio = f"{ours / hf:.2f}x" if hf else "-"
-        print(f"{name:<48}{(f'{hf:.1f}' if hf else '-'):>12}{ours:>12.1f}{ratio:>8}")
     if not args.no_record:
-        record(rows, args.device, Path(model_dir).name + (f", {dtype}" if dtype != "auto" else "")
-               if not args.random_7b else "random Llama-2-7B bf16")
+        default = next(iter(hf_models), None)
+        record(rows, args.device, Path(model_dir).name if not args.random_7b else "random Llama-2-7B",
+               ours_dtype, default)
     if tmp is not None:
         tmp.cleanup()
 
 
-def record(rows, device: str, model: str) -> None:
+def _short(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def record(rows, device: str, model: str, ours_dtype: torch.dtype, hf_default: torch.dtype | None) -> None:
     if not BENCHMARKS_MD.exists():
         BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
         BENCHMARKS_MD.write_text(HEADER)
@@ -200,10 +212,11 @@ def record(rows, device: str, model: str) -> None:
     today = datetime.date.today().isoformat()
     with BENCHMARKS_MD.open("a") as f:
         for name, hf, ours in rows:
-            result = (f"{name}: ours {ours:.1f} output tok/s vs HF generate {hf:.1f} = {ours / hf:.2f}x"
-                      if hf else f"{name}: ours {ours:.1f} output tok/s (no HF baseline)")
+            versus = "; ".join(
+                f"HF generate {t:.1f} ({_short(dt)}{', its default' if dt == hf_default else ''}) = {ours / t:.2f}x"
+                for dt, t in hf.items()) or "no HF baseline"
             f.write(f"| {today} | bench/infer_throughput.py ({model}) | {machine(device)} | {software} | "
-                    f"{result} |\n")
+                    f"{name}: ours {ours:.1f} output tok/s ({_short(ours_dtype)}) vs {versus} |\n")
 
 
 if __name__ == "__main__":

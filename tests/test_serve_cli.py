@@ -34,7 +34,7 @@ def test_serve_command_answers_the_openai_client_and_stops_on_a_signal(home, tin
     register_folder(home, tiny_model_dir("qwen2"), name="tiny")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "tiny", "--port", str(port), "--device", "cpu",
-                             "--cpu-kv-cache-gb", "0.05"], cwd=REPO, env=child_env(home),
+                             "--cpu-kv-cache-gb", "0.05", "--dtype", "float32"], cwd=REPO, env=child_env(home),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_as_a_terminal_starts_it)
     url = f"http://127.0.0.1:{port}"
@@ -47,7 +47,7 @@ def test_serve_command_answers_the_openai_client_and_stops_on_a_signal(home, tin
                                                max_tokens=5, temperature=0)
         assert reply.usage.completion_tokens == 5 and reply.choices[0].finish_reason == "length"
         job = list_jobs(home, kind="serve")[0]
-        assert job.status == st.RUNNING and job.result["url"] == url
+        assert job.status == st.RUNNING and job.result["url"] == url and job.params["dtype"] == "float32"
     finally:
         proc.send_signal(stop_signal)
         out, _ = proc.communicate(timeout=60)
@@ -61,3 +61,9 @@ def test_serve_on_a_public_host_needs_an_api_key(home, tiny_model_dir):
     r = subprocess.run([sys.executable, "-m", "app.cli", "serve", "tiny", "--host", "0.0.0.0"], cwd=REPO,
                        env=child_env(home), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "API key" in r.stderr
+
+
+def test_serve_names_a_bad_dtype(home):
+    r = subprocess.run([sys.executable, "-m", "app.cli", "serve", "tiny", "--dtype", "int8"], cwd=REPO,
+                       env=child_env(home), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--dtype: invalid choice: 'int8'" in r.stderr

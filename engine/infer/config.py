@@ -10,7 +10,7 @@ class EngineConfig:
     device: str = "auto"
     """"auto" (CUDA when present), "cpu" or "cuda[:N]"."""
     dtype: str = "auto"
-    """"auto" (bf16/fp16 on CUDA, fp32 on CPU) or a torch dtype name such as "float16"."""
+    """"auto" (bf16/fp16 on CUDA; on CPU bf16 where it computes bf16 natively, else fp32) or a torch dtype name."""
     max_model_len: int | None = None
     """Longest prompt + output in tokens; default: the model's, capped by what the KV cache holds."""
     max_num_seqs: int = 256

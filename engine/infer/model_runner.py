@@ -1,9 +1,10 @@
 """Runs the model for one scheduled step: builds the flat varlen inputs, owns the KV cache and CUDA graphs.
 
-Everything device-specific lives here. On CPU the model runs eagerly in fp32 with a KV cache sized from
-cpu_kv_cache_gb. On CUDA the cache takes what is left of gpu_memory_utilization after a warm-up forward at
-the full token budget has measured peak activation memory; decode-only steps replay CUDA graphs captured per
-batch-size bucket (their Python overhead per step is what dominates small-batch decode), unless enforce_eager.
+Everything device-specific lives here. On CPU the model runs eagerly (in bf16 where the CPU has it natively)
+with a KV cache sized from cpu_kv_cache_gb. On CUDA the cache takes what is left of gpu_memory_utilization after
+a warm-up forward at the full token budget has measured peak activation memory; decode-only steps replay CUDA
+graphs captured per batch-size bucket (their Python overhead per step is what dominates small-batch decode),
+unless enforce_eager.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -31,6 +31,8 @@ class ServeModelArgs:
     """Port (0 picks a free one)."""
     device: str = "auto"
     """"auto" (CUDA when present), "cpu" or "cuda"."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Weights and KV cache; auto: bf16/fp16 on a GPU, bf16 on a CPU with native bf16, else float32."""
     max_model_len: Annotated[int, Field(ge=0)] = 0
     """Longest prompt + output in tokens (0: the model's, capped by the KV cache)."""
     gpu_memory_utilization: Annotated[float, Field(gt=0.05, le=0.98)] = 0.9
@@ -81,7 +83,7 @@ def run(args: ServeModelArgs, ctx: JobContext) -> dict:
         job.model_id = model_id
         s.add(job)
     run_server(ServeArgs(model_path=model_path, served_model_name=name, host=args.host, port=port,
-                         api_key=os.environ.get(API_KEY_ENV) or None, device=args.device,
+                         api_key=os.environ.get(API_KEY_ENV) or None, device=args.device, dtype=args.dtype,
                          max_model_len=args.max_model_len or None,
                          gpu_memory_utilization=args.gpu_memory_utilization,
                          enable_prefix_caching=args.enable_prefix_caching,

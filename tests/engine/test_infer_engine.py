@@ -22,7 +22,7 @@ def llama_dir(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def engine(llama_dir):
-    return LLMEngine(str(llama_dir), EngineConfig(device="cpu", num_kv_blocks=256, max_model_len=512))
+    return LLMEngine(str(llama_dir), EngineConfig(device="cpu", dtype="float32", num_kv_blocks=256, max_model_len=512))
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_logprobs_match_hf_log_softmax(engine, hf_model):
 def test_prompt_logprobs_match_hf_teacher_forcing(engine, hf_model):
     prompt = engine.tokenizer.encode(PROMPT + " and then it walked home.")
     # A tiny token budget splits the prompt into chunks: the logprobs must join up across them.
-    chunked = LLMEngine(str(engine.runner.model_path), EngineConfig(device="cpu", num_kv_blocks=64,
+    chunked = LLMEngine(str(engine.runner.model_path), EngineConfig(device="cpu", dtype="float32", num_kv_blocks=64,
                                                                     max_num_batched_tokens=5))
     for eng in (engine, chunked):
         outputs = run(eng, prompt, SamplingParams(temperature=0, max_tokens=2, prompt_logprobs=2))
@@ -133,7 +133,7 @@ def test_nan_logits_finish_that_request_with_an_error(llama_dir, tmp_path, engin
     poison = engine.tokenizer.encode(" robot")[-1]
     weights["model.embed_tokens.weight"][poison] = float("nan")
     save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
-    nan_engine = LLMEngine(str(broken), EngineConfig(device="cpu", num_kv_blocks=64))
+    nan_engine = LLMEngine(str(broken), EngineConfig(device="cpu", dtype="float32", num_kv_blocks=64))
     good_prompt = "A sentence without the poisoned word"
     assert poison not in nan_engine.tokenizer.encode(good_prompt)
     bad, good = nan_engine.generate([PROMPT, good_prompt], SamplingParams(temperature=0, max_tokens=8))

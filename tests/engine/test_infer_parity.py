@@ -1,4 +1,4 @@
-"""Greedy output of our engine must equal HF `generate` token for token (CPU, fp32).
+"""Greedy output of our engine must equal HF `generate` token for token (CPU, fp32); bf16 must stay near it.
 
 Covers the llama family as it appears in checkpoints (SmolLM2, and tiny random llama with llama3 rope scaling,
 qwen2 with qkv bias and tied embeddings, mistral with a single KV head), batches of mixed-length prompts, and
@@ -62,7 +62,7 @@ def assert_matches_hf(engine: LLMEngine, model_dir, prompts: list[list[int]], pa
 @pytest.mark.parametrize("prefix_caching", [True, False])
 def test_tiny_models_match_hf(tiny_model_dir, arch, prefix_caching):
     path = tiny_model_dir(arch)
-    engine = LLMEngine(str(path), EngineConfig(device="cpu", enable_prefix_caching=prefix_caching,
+    engine = LLMEngine(str(path), EngineConfig(device="cpu", dtype="float32", enable_prefix_caching=prefix_caching,
                                                num_kv_blocks=128))
     prompts = mixed_prompts(engine.tokenizer, 6)
     assert_matches_hf(engine, path, prompts)
@@ -77,7 +77,7 @@ def test_chunked_prefill_and_preemption_match_hf(tiny_model_dir, arch):
     path = tiny_model_dir(arch)
     # 7 tokens per step forces every prompt into chunks mixed with decodes; 12 blocks of 4 tokens hold about
     # two sequences, so the rest are preempted and recomputed.
-    engine = LLMEngine(str(path), EngineConfig(device="cpu", max_num_batched_tokens=7, block_size=4,
+    engine = LLMEngine(str(path), EngineConfig(device="cpu", dtype="float32", max_num_batched_tokens=7, block_size=4,
                                                num_kv_blocks=40, max_model_len=160))
     prompts = mixed_prompts(engine.tokenizer, 6)
     assert_matches_hf(engine, path, prompts)
@@ -86,7 +86,7 @@ def test_chunked_prefill_and_preemption_match_hf(tiny_model_dir, arch):
 
 
 def test_smollm2_matches_hf_in_a_mixed_batch(bundled_model_dir):
-    engine = LLMEngine(str(bundled_model_dir), EngineConfig(device="cpu", num_kv_blocks=64,
+    engine = LLMEngine(str(bundled_model_dir), EngineConfig(device="cpu", dtype="float32", num_kv_blocks=64,
                                                             max_num_batched_tokens=48))
     tok = engine.tokenizer
     chats = [[{"role": "user", "content": "What is the capital of France?"}],
@@ -103,7 +103,7 @@ def test_smollm2_matches_hf_in_a_mixed_batch(bundled_model_dir):
 
 def test_prefix_cache_hit_reports_cached_tokens_and_matches_hf(tiny_model_dir):
     path = tiny_model_dir("llama")
-    engine = LLMEngine(str(path), EngineConfig(device="cpu", block_size=8, num_kv_blocks=64))
+    engine = LLMEngine(str(path), EngineConfig(device="cpu", dtype="float32", block_size=8, num_kv_blocks=64))
     prefix = engine.tokenizer.encode("A long shared system prompt that tells the model how to behave. " * 3)
     first = prefix + engine.tokenizer.encode(" Question one?")
     second = prefix + engine.tokenizer.encode(" A different question two?")
@@ -117,7 +117,7 @@ def test_prefix_cache_hit_reports_cached_tokens_and_matches_hf(tiny_model_dir):
 
 
 def test_multi_turn_chat_reuses_earlier_turns(bundled_model_dir):
-    engine = LLMEngine(str(bundled_model_dir), EngineConfig(device="cpu", num_kv_blocks=64))
+    engine = LLMEngine(str(bundled_model_dir), EngineConfig(device="cpu", dtype="float32", num_kv_blocks=64))
     tok = engine.tokenizer
     chat = [{"role": "user", "content": "Name a fruit that is red."}]
     params = SamplingParams(temperature=0, max_tokens=12)
@@ -134,3 +134,20 @@ def test_multi_turn_chat_reuses_earlier_turns(bundled_model_dir):
         shared += 1
     assert r2.num_cached_tokens == shared // 16 * 16 > len(tok.encode(first)) // 16 * 16 - 16
     assert r2.token_ids == hf_greedy(bundled_model_dir, second_ids, 12)
+
+
+def test_bf16_on_cpu_follows_the_fp32_model(bundled_model_dir):
+    """bf16 (the CPU default where the CPU has native bf16) cannot match fp32 bit for bit; instead every greedy
+    token it picks must be one fp32 HF ranks near the top, teacher-forced on the same text, in a mixed batch."""
+    engine = LLMEngine(str(bundled_model_dir), EngineConfig(device="cpu", dtype="bfloat16", num_kv_blocks=64))
+    assert engine.runner.dtype == torch.bfloat16
+    prompts = mixed_prompts(engine.tokenizer) + [engine.tokenizer.encode("用一句话介绍长城。")]
+    results = engine.generate(prompts, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
+    model = _hf_model(str(bundled_model_dir))
+    for prompt, result in zip(prompts, results, strict=True):
+        ids = torch.tensor([prompt + result.token_ids])
+        with torch.inference_mode():
+            logprobs = model(ids).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+        chosen = logprobs.gather(1, torch.tensor(result.token_ids)[:, None])[:, 0]
+        # Near-ties flip under bf16 rounding; anything else would be a wrong kernel, not rounding.
+        assert (logprobs.max(-1).values - chosen).max() < 1.0, engine.tokenizer.decode(prompt)

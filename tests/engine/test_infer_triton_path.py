@@ -21,7 +21,7 @@ from engine.infer import EngineConfig, LLMEngine, SamplingParams  # noqa: E402
 
 def test_triton_attention_gives_the_same_greedy_tokens(tiny_model_dir):
     path = str(tiny_model_dir("mistral"))
-    config = EngineConfig(device="cpu", num_kv_blocks=48, block_size=4, max_num_batched_tokens=9,
+    config = EngineConfig(device="cpu", dtype="float32", num_kv_blocks=48, block_size=4, max_num_batched_tokens=9,
                           max_model_len=128)
     reference = LLMEngine(path, config)
     triton_engine = LLMEngine(path, config)

@@ -5,8 +5,8 @@ both share one signature. Cache layout per layer:
 [num_blocks, block_size, num_kv_heads, head_dim]; a token's slot is block_id * block_size + offset.
 
 A step's batch is ordered decodes first. The layer runs the leading one-token sequences through the decode op
-and the rest through the prefill op. On CPU the split pays too: for one query token two small matmuls beat
-SDPA's per-call setup, which is most of the cost at that size.
+and the rest through the prefill op. On CPU, SDPA is always called with 4-D inputs: only those reach torch's
+fused flash kernel (3-D ones fall back to the unfused math path, about 3x slower at a 512-token prompt).
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ def paged_attention_prefill(q, k_cache, v_cache, cu_seqlens_q, seq_lens, block_t
         q_len = end - start
         if q_len == 0:
             continue
-        k = _gather(k_cache, block_tables[b], length).transpose(0, 1)
-        v = _gather(v_cache, block_tables[b], length).transpose(0, 1)
-        qb = q[start:end].transpose(0, 1)
+        k = _gather(k_cache, block_tables[b], length).transpose(0, 1)[None]
+        v = _gather(v_cache, block_tables[b], length).transpose(0, 1)[None]
+        qb = q[start:end].transpose(0, 1)[None]
         if q_len == length:
             o = F.scaled_dot_product_attention(qb, k, v, is_causal=True, scale=scale, enable_gqa=True)
         else:
@@ -72,27 +72,34 @@ def paged_attention_prefill(q, k_cache, v_cache, cu_seqlens_q, seq_lens, block_t
             pos_q = torch.arange(length - q_len, length, device=q.device)
             mask = torch.arange(length, device=q.device)[None, :] <= pos_q[:, None]
             o = F.scaled_dot_product_attention(qb, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
-        out[start:end] = o.transpose(0, 1)
+        out[start:end] = o[0].transpose(0, 1)
     return out
 
 
 def paged_attention_decode(q, k_cache, v_cache, seq_lens, block_tables, scale) -> torch.Tensor:
     """One query token per sequence, q [B, H, D], over its cached context -> [B, H, D].
 
-    One sequence at a time over exactly its own blocks: a padded batch would spend more on gathering and
-    masking the padding (and must scrub never-written slots, which may hold NaN) than on the attention itself.
+    All sequences at once, padded to the longest: per-sequence calls cost more in per-op overhead than the
+    padding costs in arithmetic at these sizes. Padding positions read the sequence's own first slot (always
+    written, so never NaN) and are masked out. Softmax runs in fp32; torch's fused kernel for one query token
+    is slow in bf16 on CPU, and the upcast of K/V is cheap next to it.
     """
     batch, num_heads, head_dim = q.shape
-    num_kv_heads = k_cache.shape[2]
-    # Query heads of one GQA group share a KV head: [Hkv, group, D] against that head's keys.
-    grouped = (q * scale).view(batch, num_kv_heads, num_heads // num_kv_heads, head_dim)
-    out = torch.empty_like(grouped)
-    for b, length in enumerate(seq_lens.tolist()):
-        k = _gather(k_cache, block_tables[b], length).transpose(0, 1)
-        v = _gather(v_cache, block_tables[b], length).transpose(0, 1)
-        scores = torch.bmm(grouped[b], k.transpose(1, 2)).float().softmax(-1).to(v.dtype)
-        torch.bmm(scores, v, out=out[b])
-    return out.view(batch, num_heads, head_dim)
+    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    longest = int(seq_lens.max())
+    offsets = torch.arange(longest, device=q.device)
+    blocks = block_tables[:, :(longest + block_size - 1) // block_size].long()
+    slots = (blocks[:, :, None] * block_size + torch.arange(block_size, device=q.device)).flatten(1)[:, :longest]
+    valid = offsets[None, :] < seq_lens[:, None]
+    slots = torch.where(valid, slots, slots[:, :1]).flatten()
+
+    def gather(cache: torch.Tensor) -> torch.Tensor:
+        flat = cache.view(-1, num_kv_heads, head_dim).index_select(0, slots)
+        return flat.view(batch, longest, num_kv_heads, head_dim).transpose(1, 2).float()
+
+    out = F.scaled_dot_product_attention(q.float()[:, :, None], gather(k_cache), gather(v_cache),
+                                         attn_mask=valid[:, None, None, :], scale=scale, enable_gqa=True)
+    return out.view(batch, num_heads, head_dim).to(q.dtype)
 
 
 def attention_without_cache(q, k, v, cu_seqlens_q: torch.Tensor, scale: float) -> torch.Tensor:
