@@ -9,7 +9,8 @@ GPU (`--device cuda --random-7b`): a random-init Llama-2-7B shape in bf16, the g
 in 128 / out 128, and the nano-vllm shape (256 requests, in/out lengths uniform in 100..1024, ignore_eos; ours
 only, HF would need a padded 256 x 2048 batch).
 
-Prints the ratios and appends a dated row per case to docs/benchmarks.md.
+Each case runs --repeat turns, alternating the sides, and reports medians. Prints the ratios and appends
+a dated row per case to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import datetime
 import gc
 import platform
 import random
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -133,6 +135,7 @@ def main() -> None:
     parser.add_argument("--output-range", type=int, nargs=2, default=[16, 128], help="output length range")
     parser.add_argument("--decode-tokens", type=int, default=64, help="tokens of the batch-1 decode case")
     parser.add_argument("--threads", type=int, help="torch CPU threads (both sides)")
+    parser.add_argument("--repeat", type=int, default=3, help="turns per case, each side's median reported")
     parser.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16: ours, and HF's second run "
                         "(a CPU with AVX512-BF16 or AMX runs bf16 matmuls several times faster than fp32)")
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
@@ -179,15 +182,21 @@ def main() -> None:
 
     rows = []
     for w in workloads:
-        prompts = random_prompts(w, vocab)
-        ours = engine_throughput(engine, prompts, w)
-        hf: dict[torch.dtype, float] = {}
-        if w.run_hf:
-            if not hf_models:
-                hf_model(None)
-                if ours_dtype not in hf_models:
-                    hf_model(ours_dtype)
-            hf = {dt: hf_throughput(m, prompts, w, engine.runner.device.type, pad_id) for dt, m in hf_models.items()}
+        if w.run_hf and not hf_models:
+            hf_model(None)
+            if ours_dtype not in hf_models:
+                hf_model(ours_dtype)
+        ours_runs: list[float] = []
+        hf_runs: dict[torch.dtype, list[float]] = {dt: [] for dt in hf_models} if w.run_hf else {}
+        # Turns alternate, so a shift in the machine's load hits both sides; new prompts each turn, so the
+        # prefix cache has nothing to reuse from the last.
+        for turn in range(args.repeat):
+            prompts = random_prompts(w, vocab, seed=1 + turn)
+            ours_runs.append(engine_throughput(engine, prompts, w))
+            for dt in hf_runs:
+                hf_runs[dt].append(hf_throughput(hf_models[dt], prompts, w, engine.runner.device.type, pad_id))
+        ours = statistics.median(ours_runs)
+        hf = {dt: statistics.median(runs) for dt, runs in hf_runs.items()}
         rows.append((w.name, hf, ours))
         print(f"{w.name:<48} ours {ours:>9.1f} tok/s ({_short(ours_dtype)})   "
               + "   ".join(f"HF {_short(dt)} {t:>9.1f} tok/s = {ours / t:.2f}x" for dt, t in hf.items()), flush=True)
@@ -195,7 +204,7 @@ def main() -> None:
     if not args.no_record:
         default = next(iter(hf_models), None)
         record(rows, args.device, Path(model_dir).name if not args.random_7b else "random Llama-2-7B",
-               ours_dtype, default)
+               ours_dtype, default, args.repeat)
     if tmp is not None:
         tmp.cleanup()
 
@@ -204,7 +213,8 @@ def _short(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def record(rows, device: str, model: str, ours_dtype: torch.dtype, hf_default: torch.dtype | None) -> None:
+def record(rows, device: str, model: str, ours_dtype: torch.dtype, hf_default: torch.dtype | None,
+           repeat: int) -> None:
     if not BENCHMARKS_MD.exists():
         BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
         BENCHMARKS_MD.write_text(HEADER)
@@ -216,7 +226,7 @@ def record(rows, device: str, model: str, ours_dtype: torch.dtype, hf_default: t
                 f"HF generate {t:.1f} ({_short(dt)}{', its default' if dt == hf_default else ''}) = {ours / t:.2f}x"
                 for dt, t in hf.items()) or "no HF baseline"
             f.write(f"| {today} | bench/infer_throughput.py ({model}) | {machine(device)} | {software} | "
-                    f"{name}: ours {ours:.1f} output tok/s ({_short(ours_dtype)}) vs {versus} |\n")
+                    f"{name} (median of {repeat}): ours {ours:.1f} output tok/s ({_short(ours_dtype)}) vs {versus} |\n")
 
 
 if __name__ == "__main__":
