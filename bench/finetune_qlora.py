@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench.train_common import measure, train_step, write_model
+from bench.train_common import measure, our_train_step, train_step, write_model
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 LLAMA2_7B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
@@ -31,23 +31,12 @@ TINY = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key
 
 def ours(path: Path, device: str):
     from engine.finetune.config import FinetuneConfig
-    from engine.finetune.loss import causal_lm_loss
     from engine.finetune.model_setup import load_for_training, make_optimizer, trainable_parameters
 
     config = FinetuneConfig(method="qlora", lora_r=16, lora_alpha=32, grad_checkpointing=True, device=device)
     model = load_for_training(config, path, device, "bf16")
     optimizer = make_optimizer(config, trainable_parameters(model), device)
-
-    def step(ids):
-        batch = {"input_ids": ids, "labels": ids, "position_ids": torch.arange(ids.shape[1], device=ids.device)[None]}
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-            total, n = causal_lm_loss(model, batch)
-        (total / n).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(total / n)
-
-    return step
+    return our_train_step(model, optimizer, device)
 
 
 def baseline(path: Path, device: str):

@@ -34,6 +34,22 @@ def train_step(model, optimizer):
     return step
 
 
+def our_train_step(model, optimizer, device: str):
+    """One optimizer step through our fused loss (bf16 autocast on CUDA); returns the loss."""
+    from engine.finetune.loss import causal_lm_loss
+
+    def step(ids):
+        positions = torch.arange(ids.shape[1], device=ids.device)[None].expand_as(ids)
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            total, n = causal_lm_loss(model, {"input_ids": ids, "labels": ids, "position_ids": positions})
+        (total / n).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(total / n)
+
+    return step
+
+
 def measure(make, path: Path, device: str, batch: int, seq: int, vocab: int, steps: int) -> dict:
     """Build a step with make(path, device), warm it up twice, then time `steps` steps on random tokens."""
     cuda = device.startswith("cuda")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.train_common import measure, train_step, write_model
+from bench.train_common import measure, our_train_step, train_step, write_model
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 TINYLLAMA = dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
@@ -29,24 +29,13 @@ TINY = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key
 
 def ours(path: Path, device: str):
     from engine.finetune.config import FinetuneConfig
-    from engine.finetune.loss import causal_lm_loss
     from engine.finetune.model_setup import load_for_training, make_optimizer, trainable_parameters
 
     config = FinetuneConfig(method="full", grad_checkpointing=False, device=device)
     precision = "bf16" if device.startswith("cuda") else "fp32"
     model = load_for_training(config, path, device, precision)
     optimizer = make_optimizer(config, trainable_parameters(model), device)
-
-    def step(ids):
-        positions = torch.arange(ids.shape[1], device=ids.device)[None].expand_as(ids)
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-            total, n = causal_lm_loss(model, {"input_ids": ids, "labels": ids, "position_ids": positions})
-        (total / n).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(total / n)
-
-    return step
+    return our_train_step(model, optimizer, device)
 
 
 def baseline(path: Path, device: str):
