@@ -101,6 +101,7 @@ async def test_resume_shows_old_messages_and_delete_removes_them(home, tiny, use
     chat.add_message(home, old.id, "assistant", "**墨** 砚 静 无 声", model_name="tiny-llama", completion_tokens=7,
                      prompt_tokens=20, cached_tokens=16, tokens_per_s=12.5, finish_reason="stop")
     other = chat.create_session(home, ["tiny-llama"], title="Another chat")
+    stored = chat.get_session(home, old.id)
 
     await user.open(f"/chat/{old.id}")
     await user.should_see("写一首关于墨砚的诗")  # the session's title (first user line) and the user bubble
@@ -111,6 +112,10 @@ async def test_resume_shows_old_messages_and_delete_removes_them(home, tiny, use
     assert one(user, "param-temperature").value == 0.2
     assert one(user, "param-stop").value == ["###"]
     assert not one(user, "side-by-side").enabled  # the layout of a chat with turns is fixed
+    # Showing the stored settings writes nothing back. The fields' change handlers run as tasks a moment after
+    # the page is built, so give them that moment; a write-back can race a user's change and undo it.
+    await asyncio.sleep(1)
+    assert chat.get_session(home, old.id) == stored
 
     # A settings change is saved into the session.
     one(user, "param-temperature").value = 0.9

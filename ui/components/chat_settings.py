@@ -33,7 +33,6 @@ class SettingsPanel:
         self.on_change = on_change
         self.system_prompt = ""
         self.params = dict(DEFAULT_PARAMS)
-        self._loading = False  # values set by load() are no user change to save
         with ui.expansion(t("Settings"), icon="tune").classes("w-full border rounded").mark("chat-settings"):
             self.system = ui.textarea(t("System prompt"), on_change=self._changed).props(
                 f"autogrow outlined {DEBOUNCE}").classes("w-full").mark("system-prompt")
@@ -53,28 +52,29 @@ class SettingsPanel:
         self.load("", DEFAULT_PARAMS)
 
     def load(self, system_prompt: str, params: dict) -> None:
-        """Show a session's settings without saving them back."""
-        self._loading = True
-        try:
-            self.system_prompt, self.params = system_prompt, clean_params(params)
-            self.system.value = system_prompt
-            for key, number in self.numbers.items():
-                number.value = self.params[key]
-            self.stop.value = list(self.params["stop"])
-        finally:
-            self._loading = False
+        """Show a session's settings without saving them back.
+
+        Setting a field fires its change handler only later (NiceGUI runs async handlers as tasks), so no flag
+        held during load can tell those calls apart: _changed skips them because the values equal the loaded
+        ones.
+        """
+        self.system_prompt, self.params = system_prompt, clean_params(params)
+        self.system.value = system_prompt
+        for key, number in self.numbers.items():
+            number.value = self.params[key]
+        self.stop.value = list(self.params["stop"])
 
     async def reset(self) -> None:
         self.load(self.system.value or "", DEFAULT_PARAMS)
         await self.on_change()
 
     async def _changed(self) -> None:
-        if self._loading:
-            return
         params = {key: number.value for key, number in self.numbers.items()}
         for key in self.numbers:  # an emptied field means its default (seed: random)
             if params[key] is None:
                 params[key] = DEFAULT_PARAMS[key]
-        self.system_prompt = self.system.value or ""
-        self.params = clean_params({**params, "stop": self.stop.value or []})
+        system_prompt, params = self.system.value or "", clean_params({**params, "stop": self.stop.value or []})
+        if (system_prompt, params) == (self.system_prompt, self.params):
+            return  # a value load() showed, or a field edited back: nothing new to save
+        self.system_prompt, self.params = system_prompt, params
         await self.on_change()

@@ -54,6 +54,9 @@ class ChatView:
         self.session_id = loaded.chat.id if loaded.chat else None
         self.tasks: list[asyncio.Task] = []
         self.bar: ModelBar | None = None
+        # Saves run in worker threads, where a later one could commit first: one at a time, each writing the
+        # settings as they are when its turn comes, so the last commit holds the latest values.
+        self.save_lock = asyncio.Lock()
         with ui.row().classes("w-full no-wrap items-start gap-4"):
             self.sessions = SessionList(root, self.session_id)
             with ui.column().classes("flex-1 min-w-0 gap-2"):
@@ -117,7 +120,9 @@ class ChatView:
             await io_bound(chat.update_session, self.root, self.session_id, models=self.bar.models)
 
     async def settings_changed(self) -> None:
-        if self.session_id is not None:
+        if self.session_id is None:
+            return
+        async with self.save_lock:
             await io_bound(chat.update_session, self.root, self.session_id, params=self.settings.params,
                            system_prompt=self.settings.system_prompt)
 
