@@ -68,15 +68,20 @@ def test_prefill_matches_dense_attention_with_cached_prefixes(q_lens):
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_decode_matches_dense_attention_and_ignores_garbage_slots():
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_decode_matches_dense_attention_and_ignores_garbage_slots(dtype, tol):
+    """fp32 runs torch's fused SDPA, bf16 its own matmul-softmax-matmul: both against fp32 math on the same
+    (rounded) inputs."""
     lengths = [1, 6, 13, 4]
     k_cache, v_cache, tables, keys, values = paged_setup(lengths, seed=2)
     q = torch.randn(len(lengths), H, D)
+    q, k_cache, v_cache = q.to(dtype), k_cache.to(dtype), v_cache.to(dtype)
     out = paged_attention_decode(q, k_cache, v_cache, torch.tensor(lengths, dtype=torch.int32), tables, D**-0.5)
-    expected = torch.cat([dense_attention(q[b:b + 1], keys[b], values[b], lengths[b] - 1)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    expected = torch.cat([dense_attention(q[b:b + 1].float(), keys[b].to(dtype).float(),
+                                          values[b].to(dtype).float(), lengths[b] - 1)
                           for b in range(len(lengths))])
-    assert torch.isfinite(out).all()
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.float(), expected, atol=tol, rtol=tol)
 
 
 def test_plain_prefill_equals_sdpa():
