@@ -3,7 +3,8 @@
 CPU (default): the bundled SmolLM2-135M in the engine's default dtype (bf16 on CPUs with native bf16, else
 fp32), against HF in from_pretrained's default dtype and, where that differs, in ours; (a) an offline batch of
 16 concurrent requests with mixed prompt and output lengths, and the same at batch 1; (b) batch-1 decode
-tokens/s. HF serves a batch the only way it can: one left-padded batch run until its longest request is done,
+tokens/s. Batch-1 rows also give the effective GB/s of weights read against a streaming read measured in the
+same run (what bounds batch-1 decode). HF serves a batch the only way it can: one left-padded batch run until its longest request is done,
 so only each request's own tokens count.
 GPU (`--device cuda --random-7b`): a random-init Llama-2-7B shape in bf16, the grid bs 1/16/64/128/256 at
 in 128 / out 128, and the nano-vllm shape (256 requests, in/out lengths uniform in 100..1024, ignore_eos; ours
@@ -94,6 +95,26 @@ def engine_throughput(engine: LLMEngine, prompts: list[list[int]], w: Workload) 
     return sum(w.output_lens) / seconds
 
 
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes a decode step reads from weights: every matrix once (a tied embedding once, as the LM head)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total
+
+
+def read_bandwidth(device: torch.device) -> float:
+    """GB/s of a large streaming read (a sum over 1 GiB on a GPU, 512 MiB on a CPU), best of 5."""
+    x = torch.ones((1 << 30 if device.type == "cuda" else 1 << 29) // 4, device=device)
+    best = float("inf")
+    for _ in range(5):
+        best = min(best, timed(x.sum))
+    return x.numel() * 4 / best / 1e9
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -180,6 +201,9 @@ def main() -> None:
         hf_throughput(model, warm, mixed("warm", 1, (32, 32), (4, 4)), engine.runner.device.type, pad_id)
         hf_models[model.dtype] = model
 
+    # Batch-1 decode is bound by reading the weights once per token: how close it gets to the memory's rate.
+    step_bytes = weight_bytes(engine.runner.model)
+    bandwidth = read_bandwidth(engine.runner.device)
     rows = []
     for w in workloads:
         if w.run_hf and not hf_models:
@@ -197,9 +221,15 @@ def main() -> None:
                 hf_runs[dt].append(hf_throughput(hf_models[dt], prompts, w, engine.runner.device.type, pad_id))
         ours = statistics.median(ours_runs)
         hf = {dt: statistics.median(runs) for dt, runs in hf_runs.items()}
-        rows.append((w.name, hf, ours))
+        note = ""
+        if len(w.prompt_lens) == 1:
+            gbs = ours * step_bytes / 1e9
+            note = (f"effective {gbs:.1f} GB/s of weights = {gbs / bandwidth:.0%} of the measured read bandwidth "
+                    f"({bandwidth:.1f} GB/s)")
+        rows.append((w.name, hf, ours, note))
         print(f"{w.name:<48} ours {ours:>9.1f} tok/s ({_short(ours_dtype)})   "
-              + "   ".join(f"HF {_short(dt)} {t:>9.1f} tok/s = {ours / t:.2f}x" for dt, t in hf.items()), flush=True)
+              + "   ".join(f"HF {_short(dt)} {t:>9.1f} tok/s = {ours / t:.2f}x" for dt, t in hf.items())
+              + (f"   {note}" if note else ""), flush=True)
 
     if not args.no_record:
         default = next(iter(hf_models), None)
@@ -221,12 +251,13 @@ def record(rows, device: str, model: str, ours_dtype: torch.dtype, hf_default: t
     software = f"torch {torch.__version__}, transformers {transformers.__version__}"
     today = datetime.date.today().isoformat()
     with BENCHMARKS_MD.open("a") as f:
-        for name, hf, ours in rows:
+        for name, hf, ours, note in rows:
             versus = "; ".join(
                 f"HF generate {t:.1f} ({_short(dt)}{', its default' if dt == hf_default else ''}) = {ours / t:.2f}x"
                 for dt, t in hf.items()) or "no HF baseline"
             f.write(f"| {today} | bench/infer_throughput.py ({model}) | {machine(device)} | {software} | "
-                    f"{name} (median of {repeat}): ours {ours:.1f} output tok/s ({_short(ours_dtype)}) vs {versus} |\n")
+                    f"{name} (median of {repeat}): ours {ours:.1f} output tok/s ({_short(ours_dtype)}) vs {versus}"
+                    f"{'; ' + note if note else ''} |\n")
 
 
 if __name__ == "__main__":
