@@ -4,8 +4,8 @@ CPU (default): the bundled SmolLM2-135M in the engine's default dtype (bf16 on C
 fp32), against HF in from_pretrained's default dtype and, where that differs, in ours; (a) an offline batch of
 16 concurrent requests with mixed prompt and output lengths, and the same at batch 1; (b) batch-1 decode
 tokens/s. Batch-1 rows also give the effective GB/s of weights read against a streaming read measured in the
-same run (what bounds batch-1 decode). HF serves a batch the only way it can: one left-padded batch run until its longest request is done,
-so only each request's own tokens count.
+same run (what bounds batch-1 decode). HF serves a batch the only way it can: one left-padded batch run until
+its longest request is done, so only each request's own tokens count.
 GPU (`--device cuda --random-7b`): a random-init Llama-2-7B shape in bf16, the grid bs 1/16/64/128/256 at
 in 128 / out 128, and the nano-vllm shape (256 requests, in/out lengths uniform in 100..1024, ignore_eos; ours
 only, HF would need a padded 256 x 2048 batch).
