@@ -21,7 +21,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import transformers
 from openai import AsyncOpenAI
 
 from bench.infer_throughput import BENCHMARKS_MD, HEADER, machine
+from engine.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["the", "ink", "stone", "holds", "water", "and", "brush", "takes", "it", "up", "slowly", "while", "scholar",
@@ -65,12 +65,6 @@ def prompts(n: int, low: int, high: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high))) + "\nGo on with this story."
             for _ in range(n)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(server: Server, port: int, log: Path) -> None:

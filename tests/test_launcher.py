@@ -13,7 +13,8 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import REPO, child_env, free_port, wait_for
+from engine.ports import free_port
+from tests.helpers import REPO, child_env, wait_for
 
 
 def launch(home, *args, **env):

@@ -11,9 +11,10 @@ import pytest
 from openai import OpenAI
 
 from app.registry import register_folder
+from engine.ports import free_port
 from jobs import status as st
 from jobs.api import list_jobs
-from tests.helpers import REPO, child_env, free_port, wait_for
+from tests.helpers import REPO, child_env, wait_for
 
 
 def _healthy(url: str) -> bool:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,20 +19,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from engine.finetune.config import FinetuneConfig
+from engine.ports import free_port
 from engine.progress import Cancelled, Progress, no_progress
 
 PROGRESS, RESULT, CANCELLED, FAILED = "@@progress ", "@@result ", "@@cancelled", "@@failed "
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launcher_command(config: FinetuneConfig, spec: Path, use_cuda: bool) -> list[str]:
     """The command line that starts config.num_procs workers (per node) on spec."""
-    port = str(_free_port())
+    port = str(free_port())
     worker = ["-m", "engine.train.worker", str(spec)]
     if config.deepspeed and (use_cuda or config.hostfile):
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--master_port", port]

@@ -7,13 +7,13 @@ else) can find the server while the model is still loading and poll its /health.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field
 
+from engine.ports import free_port
 from jobs.context import JobContext
 from jobs.kinds import JobKind, register
 
@@ -49,12 +49,6 @@ class ServeModelArgs:
             raise ValueError(f"host: {self.host} is not loopback; set an API key ({API_KEY_ENV} or --api-key)")
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def _target(root, ref: str) -> tuple[str, str, int | None]:
     """(path to load, name clients send, registry id) of a registered model or a GGUF file."""
     from app.registry import gguf_source, is_gguf, resolve_model
@@ -75,7 +69,7 @@ def run(args: ServeModelArgs, ctx: JobContext) -> dict:
     from engine.serve.server import ServeArgs, run_server
 
     model_path, name, model_id = _target(ctx.root, args.model)
-    port = args.port or _free_port(args.host)
+    port = args.port or free_port(args.host)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
     with session(ctx.root) as s:
         job = s.get(Job, ctx.job_id)

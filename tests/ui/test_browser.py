@@ -10,7 +10,8 @@ import pytest
 
 from app.registry import register_folder
 from engine.models.bundled import BUNDLED_NAME
-from tests.helpers import REPO, child_env, free_port, wait_for
+from engine.ports import free_port
+from tests.helpers import REPO, child_env, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
