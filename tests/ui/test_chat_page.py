@@ -57,6 +57,18 @@ def tiny(home, tiny_model_dir):
     return register_folder(home, tiny_model_dir("llama"), name="tiny-llama")
 
 
+@pytest.fixture
+def consumer(home, tmp_path):
+    """A real job consumer (it starts the servers); afterwards every server still up is stopped, then it."""
+    proc = start_consumer(home, tmp_path / "consumer.log")
+    yield proc
+    for job in api.list_jobs(home, kind="serve"):
+        if job.status in st.ACTIVE:
+            api.cancel(home, job.id)
+    proc.terminate()
+    proc.wait(30)
+
+
 async def test_no_models_says_to_register_one(home, user: User):
     await user.open("/chat")
     await user.should_see("No models registered yet. Register one on the Models page to chat with it.")
@@ -161,93 +173,85 @@ async def test_page_in_chinese(home, tiny, user: User):
         i18n.set_language("en")
 
 
-async def test_chat_end_to_end_with_a_real_server(home, tiny, tmp_path, user: User):
-    consumer = start_consumer(home, tmp_path / "consumer.log")
-    try:
-        await user.open("/chat")
-        one(user, "device").value = "cpu"
-        user.find(marker="server-start-0").click()
-        await until(lambda: server_for(home, "tiny-llama"), 10, "serve job submitted")
-        chip = one(user, "server-status-0")
-        await until(lambda: chip.text == "Ready", 240, "server ready")
+async def test_chat_end_to_end_with_a_real_server(home, tiny, consumer, user: User):
+    await user.open("/chat")
+    one(user, "device").value = "cpu"
+    user.find(marker="server-start-0").click()
+    await until(lambda: server_for(home, "tiny-llama"), 10, "serve job submitted")
+    chip = one(user, "server-status-0")
+    await until(lambda: chip.text == "Ready", 240, "server ready")
 
-        one(user, "param-max_tokens").value = 12
-        user.find(marker="chat-input").type("你好, who are you?").trigger("keydown.enter.exact.prevent")
-        session_id = await until(lambda: [s.id for s in chat.list_sessions(home)], 10, "session created")
-        session_id = session_id[0]
-        await until(lambda: len(chat.messages(home, session_id)) == 2, 60, "first answer saved")
-        await idle(user)
-        await user.should_see("你好, who are you?")
-        await user.should_see(marker="answer-0")
-        await user.should_see("prefix cache 0 of")
-        first = chat.messages(home, session_id)
-        assert [m.role for m in first] == ["user", "assistant"]
-        assert first[1].content and first[1].completion_tokens > 0 and first[1].model_name == "tiny-llama"
-        assert first[1].tokens_per_s > 0 and first[1].finish_reason in ("stop", "length")
-        assert chat.get_session(home, session_id).params["max_tokens"] == 12
+    one(user, "param-max_tokens").value = 12
+    user.find(marker="chat-input").type("你好, who are you?").trigger("keydown.enter.exact.prevent")
+    session_id = await until(lambda: [s.id for s in chat.list_sessions(home)], 10, "session created")
+    session_id = session_id[0]
+    await until(lambda: len(chat.messages(home, session_id)) == 2, 60, "first answer saved")
+    await idle(user)
+    await user.should_see("你好, who are you?")
+    await user.should_see(marker="answer-0")
+    await user.should_see("prefix cache 0 of")
+    first = chat.messages(home, session_id)
+    assert [m.role for m in first] == ["user", "assistant"]
+    assert first[1].content and first[1].completion_tokens > 0 and first[1].model_name == "tiny-llama"
+    assert first[1].tokens_per_s > 0 and first[1].finish_reason in ("stop", "length")
+    assert chat.get_session(home, session_id).params["max_tokens"] == 12
 
-        user.find(marker="chat-input").type("Tell me more.")
-        user.find(marker="send").click()
-        await until(lambda: len(chat.messages(home, session_id)) == 4, 60, "second answer saved")
-        await idle(user)
-        second = chat.messages(home, session_id)[-1]
-        assert second.role == "assistant" and second.completion_tokens > 0
-        assert second.cached_tokens > 0, "the second turn should reuse the first turn's KV cache"
-        assert second.prompt_tokens > first[1].prompt_tokens
+    user.find(marker="chat-input").type("Tell me more.")
+    user.find(marker="send").click()
+    await until(lambda: len(chat.messages(home, session_id)) == 4, 60, "second answer saved")
+    await idle(user)
+    second = chat.messages(home, session_id)[-1]
+    assert second.role == "assistant" and second.completion_tokens > 0
+    assert second.cached_tokens > 0, "the second turn should reuse the first turn's KV cache"
+    assert second.prompt_tokens > first[1].prompt_tokens
 
-        user.find(marker="regenerate").click()
-        # SQLite may reuse the deleted row's id: a newer timestamp tells the new answer apart.
-        await until(lambda: (msgs := chat.messages(home, session_id)) and len(msgs) == 4
-                    and msgs[-1].created_at > second.created_at, 60, "answer regenerated")
-        await idle(user)
+    user.find(marker="regenerate").click()
+    # SQLite may reuse the deleted row's id: a newer timestamp tells the new answer apart.
+    await until(lambda: (msgs := chat.messages(home, session_id)) and len(msgs) == 4
+                and msgs[-1].created_at > second.created_at, 60, "answer regenerated")
+    await idle(user)
 
-        # A prompt the server refuses (max_tokens beyond the context) shows as a notice, not a crash.
-        one(user, "param-max_tokens").value = 100000
-        user.find(marker="chat-input").type("again")
-        user.find(marker="send").click()
-        await user.should_see(marker="chat-error-0", retries=50)
-        await user.should_see("maximum context length")
-        await idle(user)
+    # A prompt the server refuses (max_tokens beyond the context) shows as a notice, not a crash.
+    one(user, "param-max_tokens").value = 100000
+    user.find(marker="chat-input").type("again")
+    user.find(marker="send").click()
+    await user.should_see(marker="chat-error-0", retries=50)
+    await user.should_see("maximum context length")
+    await idle(user)
 
-        # Stop mid-answer: what came so far is kept, marked stopped, and the server serves the next request.
-        one(user, "param-max_tokens").value = 1800
-        answers_before = len(user.find(marker="answer-0").elements)
-        user.find(marker="chat-input").type("a long one")
-        user.find(marker="send").click()
-        await until(lambda: len(user.find(marker="answer-0").elements) > answers_before and last_answer_text(user),
-                    30, "first tokens")
-        user.find(marker="stop").click()
-        await idle(user)
-        stopped = chat.messages(home, session_id)[-1]
-        assert stopped.role == "assistant" and stopped.finish_reason == "stopped" and stopped.content
-        await user.should_see("Stopped")
+    # Stop mid-answer: what came so far is kept, marked stopped, and the server serves the next request.
+    one(user, "param-max_tokens").value = 1800
+    answers_before = len(user.find(marker="answer-0").elements)
+    user.find(marker="chat-input").type("a long one")
+    user.find(marker="send").click()
+    await until(lambda: len(user.find(marker="answer-0").elements) > answers_before and last_answer_text(user),
+                30, "first tokens")
+    user.find(marker="stop").click()
+    await idle(user)
+    stopped = chat.messages(home, session_id)[-1]
+    assert stopped.role == "assistant" and stopped.finish_reason == "stopped" and stopped.content
+    await user.should_see("Stopped")
 
-        # Side by side: a new chat whose two panes (here the same server twice) answer the same turn.
-        await user.open("/chat")
-        one(user, "side-by-side").value = True
-        await user.should_see(marker="model-1")
-        assert one(user, "model-1").value == "tiny-llama"
-        await until(lambda: one(user, "server-status-1").text == "Ready", 10, "second pane ready")
-        one(user, "param-max_tokens").value = 8
-        user.find(marker="chat-input").type("both of you")
-        user.find(marker="send").click()
-        newest = await until(lambda: [s for s in chat.list_sessions(home) if s.id != session_id], 10, "new chat")
-        await until(lambda: len(chat.messages(home, newest[0].id)) == 4, 60, "both answers saved")
-        await idle(user)
-        both = chat.messages(home, newest[0].id)
-        assert sorted((m.pane, m.role) for m in both) == [(0, "assistant"), (0, "user"), (1, "assistant"), (1, "user")]
-        assert newest[0].models == ["tiny-llama", "tiny-llama"]
+    # Side by side: a new chat whose two panes (here the same server twice) answer the same turn.
+    await user.open("/chat")
+    one(user, "side-by-side").value = True
+    await user.should_see(marker="model-1")
+    assert one(user, "model-1").value == "tiny-llama"
+    await until(lambda: one(user, "server-status-1").text == "Ready", 10, "second pane ready")
+    one(user, "param-max_tokens").value = 8
+    user.find(marker="chat-input").type("both of you")
+    user.find(marker="send").click()
+    newest = await until(lambda: [s for s in chat.list_sessions(home) if s.id != session_id], 10, "new chat")
+    await until(lambda: len(chat.messages(home, newest[0].id)) == 4, 60, "both answers saved")
+    await idle(user)
+    both = chat.messages(home, newest[0].id)
+    assert sorted((m.pane, m.role) for m in both) == [(0, "assistant"), (0, "user"), (1, "assistant"), (1, "user")]
+    assert newest[0].models == ["tiny-llama", "tiny-llama"]
 
-        user.find(marker="server-stop-0").click()
-        await until(lambda: server_for(home, "tiny-llama") is None, 60, "server stopped")
-        served = api.list_jobs(home, kind="serve")[0]  # a server asked to stop ends cleanly
-        assert served.status == st.CANCELLED and served.result["url"]
-    finally:
-        for job in api.list_jobs(home, kind="serve"):
-            if job.status in st.ACTIVE:
-                api.cancel(home, job.id)
-        consumer.terminate()
-        consumer.wait(30)
+    user.find(marker="server-stop-0").click()
+    await until(lambda: server_for(home, "tiny-llama") is None, 60, "server stopped")
+    served = api.list_jobs(home, kind="serve")[0]  # a server asked to stop ends cleanly
+    assert served.status == st.CANCELLED and served.result["url"]
 
 
 async def test_exported_gguf_is_offered_and_a_link_preselects_it(home, tiny, user: User):
@@ -268,31 +272,23 @@ async def test_exported_gguf_is_offered_and_a_link_preselects_it(home, tiny, use
     await user.should_see("SmolLM2-135M-Instruct.Q4_1.gguf · llama.cpp")
 
 
-async def test_chat_with_a_gguf_through_llama_cpp(home, tiny, tmp_path, user: User):
+async def test_chat_with_a_gguf_through_llama_cpp(home, tiny, consumer, user: User):
     from engine.models.bundled import bundled_gguf_path
 
     gguf = str(bundled_gguf_path())
-    consumer = start_consumer(home, tmp_path / "consumer.log")
-    try:
-        await user.open(f"/chat?model={quote(gguf)}")
-        user.find(marker="server-start-0").click()
-        job = await until(lambda: server_for(home, gguf), 10, "serve job submitted")
-        assert job.gpus == 0, "llama.cpp here runs on the CPU: no GPU slot"
-        chip = one(user, "server-status-0")
-        await until(lambda: chip.text == "Ready", 120, "server ready")
-        one(user, "param-max_tokens").value = 10
-        for turn, text in enumerate(["What is the capital of France?", "And of Italy?"]):
-            user.find(marker="chat-input").type(text).trigger("keydown.enter.exact.prevent")
-            sessions = await until(lambda: chat.list_sessions(home), 10, "session created")
-            want = 2 * turn + 2
-            await until(lambda n=want, sid=sessions[0].id: len(chat.messages(home, sid)) == n, 60, "answer saved")
-            await idle(user)
-        first, second = chat.messages(home, sessions[0].id)[1::2]
-        assert first.content and first.model_name == gguf and first.completion_tokens > 0
-        assert second.cached_tokens >= first.prompt_tokens, "llama.cpp's context keeps the first turn"
-    finally:
-        for job in api.list_jobs(home, kind="serve"):
-            if job.status in st.ACTIVE:
-                api.cancel(home, job.id)
-        consumer.terminate()
-        consumer.wait(30)
+    await user.open(f"/chat?model={quote(gguf)}")
+    user.find(marker="server-start-0").click()
+    job = await until(lambda: server_for(home, gguf), 10, "serve job submitted")
+    assert job.gpus == 0, "llama.cpp here runs on the CPU: no GPU slot"
+    chip = one(user, "server-status-0")
+    await until(lambda: chip.text == "Ready", 120, "server ready")
+    one(user, "param-max_tokens").value = 10
+    for turn, text in enumerate(["What is the capital of France?", "And of Italy?"]):
+        user.find(marker="chat-input").type(text).trigger("keydown.enter.exact.prevent")
+        sessions = await until(lambda: chat.list_sessions(home), 10, "session created")
+        want = 2 * turn + 2
+        await until(lambda n=want, sid=sessions[0].id: len(chat.messages(home, sid)) == n, 60, "answer saved")
+        await idle(user)
+    first, second = chat.messages(home, sessions[0].id)[1::2]
+    assert first.content and first.model_name == gguf and first.completion_tokens > 0
+    assert second.cached_tokens >= first.prompt_tokens, "llama.cpp's context keeps the first turn"
