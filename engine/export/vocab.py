@@ -85,7 +85,7 @@ def build_vocab(folder: Path, vocab_size: int) -> GgufVocab:
     tokenizer_json = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     model = (tokenizer_json or {}).get("model", {})
     # tokenizer.json is what HF runs, so it decides the kind; a tokenizer.model beside a byte-level BPE is ignored.
-    if tokenizer_json is None or (model.get("type") == "BPE" and model.get("byte_fallback")):
+    if tokenizer_json is None or _is_sentencepiece_bpe(model):
         pieces = _tokenizer_model_pieces(spm_path) if spm_path.is_file() else _tokenizer_json_pieces(model)
         tokenizer = reference_tokenizer(folder)
         vocab = _sentencepiece_vocab(pieces, tokenizer, folder, vocab_size)
@@ -105,11 +105,8 @@ def build_vocab(folder: Path, vocab_size: int) -> GgufVocab:
     return vocab
 
 
-def _is_sentencepiece(folder: Path) -> bool:
-    path = folder / "tokenizer.json"
-    if not path.is_file():
-        return (folder / "tokenizer.model").is_file()
-    model = json.loads(path.read_text(encoding="utf-8")).get("model", {})
+def _is_sentencepiece_bpe(model: dict) -> bool:
+    """Whether tokenizer.json's model section is SentencePiece BPE (byte fallback) rather than byte-level BPE."""
     return model.get("type") == "BPE" and bool(model.get("byte_fallback"))
 
 
@@ -123,7 +120,8 @@ def reference_tokenizer(folder: Path):
     """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    as_written = _is_sentencepiece(folder) and (folder / "tokenizer.json").is_file()
+    path = folder / "tokenizer.json"
+    as_written = path.is_file() and _is_sentencepiece_bpe(json.loads(path.read_text(encoding="utf-8")).get("model", {}))
     try:
         return (PreTrainedTokenizerFast if as_written else AutoTokenizer).from_pretrained(str(folder))
     except (OSError, ValueError, ImportError) as e:
