@@ -1,0 +1,1 @@
+"""Agent tools, one per file; each is a typed, documented function turned into a Tool."""
