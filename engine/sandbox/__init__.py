@@ -21,5 +21,7 @@ says which mode is active (see policy.py and _jail.py).
 
 from engine.sandbox.policy import Isolation, Limits, SandboxError, isolation
 from engine.sandbox.program import Outcome, run_program
+from engine.sandbox.session import CellResult, PythonSession
 
-__all__ = ["Isolation", "Limits", "Outcome", "SandboxError", "isolation", "run_program"]
+__all__ = ["CellResult", "Isolation", "Limits", "Outcome", "PythonSession", "SandboxError", "isolation",
+           "run_program"]

@@ -119,6 +119,8 @@ def build_filesystem(cfg: dict) -> None:
             continue
         try:
             mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | kept_flags(point))
+        except FileNotFoundError:
+            continue  # covered by a later mount on top of it: unreachable, so no hole
         except OSError:
             # A mount we may not remount (a locked or vanished one) must not be a writable hole, except the
             # kernel's own pseudo file systems, which are not writable by an unprivileged process anyway.
@@ -149,33 +151,64 @@ def build_filesystem(cfg: dict) -> None:
         mount(None, path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,mode=755")
 
 
+def quiet_stdio() -> None:
+    """A relaying process must not hold the program's pipes open (the caller reads them to their end)."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+def wait_for(pid: int) -> int:
+    """Reap children (as a PID 1 must) until `pid` ends; its raw wait status."""
+    while True:
+        try:
+            done, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        if done == pid:
+            return status
+
+
+def exit_like(status: int) -> None:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
 def enter_namespaces(cfg: dict, status_fd: int) -> None:
-    """Return in the child (PID 1 of the sandbox, still privileged); this process only relays its end."""
+    """Return in the process that becomes the program; the two above it only relay its end.
+
+    This process stays outside the new PID namespace and exits like the program did. Its child is PID 1 there:
+    it builds the file system view, forks the program and reaps; when it exits, the kernel kills everything left
+    in the namespace (daemons, setsid escapees). The program is not PID 1, so signals act on it as usual.
+    """
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
         unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)
     else:
         unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)
         map_ids(0, uid, 0, gid)
-    pid = os.fork()
-    if pid:
+    relay_r, relay_w = os.pipe()
+    init = os.fork()
+    if init:
         os.close(status_fd)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, lambda s, f: os.kill(pid, signal.SIGKILL))
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            signal.signal(sig, signal.SIG_DFL)
-            os.kill(os.getpid(), sig)
-        os._exit(os.waitstatus_to_exitcode(status))
+        os.close(relay_w)
+        quiet_stdio()
+        status = wait_for(init)
+        relayed = os.read(relay_r, 64)
+        exit_like(int(relayed) if relayed else status)
+    os.close(relay_r)
+    check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
+    build_filesystem(cfg)
+    program = os.fork()
+    if program:
+        os.close(status_fd)
+        quiet_stdio()
+        os.write(relay_w, str(wait_for(program)).encode())
+        os._exit(0)
+    os.close(relay_w)
     build_filesystem(cfg)
     if uid == 0:
         os.setgroups([])

@@ -124,11 +124,12 @@ def prepare_workspace(workspace: Path, mode: str) -> None:
 
 
 def launch(program: Sequence[str], workspace: Path, limits: Limits, *, hide: Sequence[str | os.PathLike] = (),
-           mode: str | None = None) -> subprocess.Popen:
+           pass_fds: Sequence[int] = (), cpu_limit: bool = True, mode: str | None = None) -> subprocess.Popen:
     """Start `python <program...>` sandboxed in `workspace`, with pipes on stdin/stdout/stderr.
 
-    The process leads its own session (kill the whole group with os.killpg). Raises SandboxError when the
-    sandbox cannot be set up.
+    The process leads its own session (kill the whole group with os.killpg). `pass_fds` are the only parent
+    descriptors it inherits besides its pipes. `cpu_limit=False` leaves RLIMIT_CPU unset (a session limits
+    each cell itself). Raises SandboxError when the sandbox cannot be set up.
     """
     mode = mode or isolation().mode
     workspace = Path(os.path.realpath(workspace))
@@ -142,12 +143,12 @@ def launch(program: Sequence[str], workspace: Path, limits: Limits, *, hide: Seq
         guard_cfg = {"workspace": str(workspace), "hide": hidden, "expose": exposed}
         argv = [*python, str(GUARD), json.dumps(guard_cfg), *program]
     cfg = {"mode": mode, "workspace": str(workspace), "hide": hidden, "expose": exposed, "argv": argv,
-           "env": scrubbed_env(workspace), "limits": limits.rlimits()}
+           "env": scrubbed_env(workspace), "limits": {**limits.rlimits(), **({} if cpu_limit else {"cpu_s": None})}}
     status_r, status_w = os.pipe()
     try:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(JAIL), json.dumps(cfg), str(status_w)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(status_w,),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(status_w, *pass_fds),
             start_new_session=True, close_fds=True, cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
         )
     finally:

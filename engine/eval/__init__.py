@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks and the user's own test sets scored on Inkstone's engine (issue 15)."""

@@ -1,0 +1,95 @@
+"""The interpreter loop inside a PythonSession's sandbox, like a Jupyter kernel reduced to what an agent needs.
+
+Its source is handed to `python -c` (so it need not be readable inside the sandbox) with two arguments: a
+random token and the number of the descriptor replies go to. Requests come as JSON lines on stdin (which the
+cell code then sees as empty); the cell's output goes to the real stdout/stderr, each followed by a sentinel
+line with the token so the parent can cut the streams per cell, even output written by C code or a subprocess.
+Standard library only.
+"""
+
+import ast
+import json
+import linecache
+import os
+import resource
+import signal
+import sys
+import traceback
+
+VALUE_CAP = 20_000
+
+
+class CPUTimeExceeded(Exception):
+    """The cell used more CPU seconds than its limit allows."""
+
+
+def on_cpu_limit(signum, frame):
+    raise CPUTimeExceeded("the cell used more CPU time than its limit")
+
+
+def cpu_used() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def allow_cpu(seconds: int) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = int(cpu_used()) + seconds + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+
+
+def format_error(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError):
+        return "".join(traceback.format_exception_only(type(exc), exc))
+    tb = exc.__traceback__
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
+        tb = tb.tb_next  # drop this loop's own frames: the user sees their cell only
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def run_cell(code: str, number: int, namespace: dict) -> dict:
+    filename = f"<cell {number}>"
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    try:
+        tree = ast.parse(code, filename)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, filename, "exec"), namespace)
+        if last is None:
+            return {"value": None, "error": None}
+        value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+        if value is None:
+            return {"value": None, "error": None}
+        namespace["_"] = value
+        text = repr(value)
+        if len(text) > VALUE_CAP:
+            text = text[:VALUE_CAP] + f"... [{len(text) - VALUE_CAP} more characters]"
+        return {"value": text, "error": None}
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt end the cell, not the session
+        return {"value": None, "error": format_error(exc)}
+
+
+def main() -> None:
+    sentinel = f"\x1e{sys.argv[1]}\x1e\n".encode()
+    replies = os.fdopen(int(sys.argv[2]), "w", encoding="utf-8")
+    requests = os.fdopen(os.dup(0), "rb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    signal.signal(signal.SIGXCPU, on_cpu_limit)
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    sys.argv = [""]
+    for number, line in enumerate(requests, start=1):
+        request = json.loads(line)
+        allow_cpu(request["cpu_s"])
+        result = run_cell(request["code"], number, namespace)
+        for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - the cell may have closed or replaced it
+                pass
+            os.write(fd, sentinel)
+        replies.write(json.dumps(result) + "\n")
+        replies.flush()
+
+
+main()
