@@ -149,7 +149,7 @@ class MCPConnection:
             self._client = client
             self._ready.set()
             await self._stop.wait()
-            self.error = "closed"
+            self.error = self.error or "closed"
 
     def call(self, tool: str, arguments: dict) -> str:
         """Call a tool of this server; ToolError (read by the model) when it fails or the server is gone."""
@@ -168,14 +168,26 @@ class MCPConnection:
         except ToolError:
             raise
         except Exception as exc:
-            state = "" if self.alive else f" (the server is not running: {self.error})"
-            raise ToolError(f"MCP server {self.spec.name!r}: {tool} failed: {_describe(exc)}{state}") from None
+            self._check_alive(client, _describe(exc))
+            state = "" if self.alive else " (the server is not running any more)"
+            raise ToolError(f"MCP server {self.spec.name!r} failed: {_describe(exc)}{state}") from None
         finally:
             self._pending.discard(future)
         text = result_text(result)
         if result.is_error:
-            raise ToolError(f"MCP tool {tool} reported an error: {text}")
+            raise ToolError(f"MCP server {self.spec.name!r} reported an error: {text}")
         return text
+
+    def _check_alive(self, client, failure: str) -> None:
+        """After a failed call: a server that no longer lists its tools is marked dead, and the session closed.
+        (Listing, not ping: ping is gone from the protocol's 2026 version.)"""
+        assert self._loop is not None
+        probe = client.list_tools(cache_mode="bypass")
+        try:
+            asyncio.run_coroutine_threadsafe(probe, self._loop).result(min(5.0, self.spec.timeout_s))
+        except Exception:
+            self.error = f"it stopped answering ({failure})"
+            self._loop.call_soon_threadsafe(self._stop.set)
 
     def tools(self, approval: str = "always") -> list[Tool]:
         """The server's tools, with the schemas it listed."""

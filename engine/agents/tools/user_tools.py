@@ -21,6 +21,7 @@ def load_user_tools(folder: str | Path) -> tuple[list[Tool], list[str]]:
     folder = Path(folder)
     tools: list[Tool] = []
     problems: list[str] = []
+    seen: dict[str, str] = {}
     if not folder.is_dir():
         return tools, [f"{folder}: tools folder does not exist"]
     for path in sorted(folder.glob("*.py")):
@@ -40,8 +41,12 @@ def load_user_tools(folder: str | Path) -> tuple[list[Tool], list[str]]:
         for name, fn in inspect.getmembers(module, inspect.isfunction):
             if name.startswith("_") or fn.__module__ != module_name:
                 continue
+            if name in seen:
+                problems.append(f"{path}: function {name}: a tool of that name was already loaded from {seen[name]}")
+                continue
             try:
                 tools.append(tool_from_function(fn, approval=getattr(fn, "approval", "always")))
+                seen[name] = path.name
             except (TypeError, NameError) as exc:
                 problems.append(f"{path}: function {name}: {exc}")
     return tools, problems
