@@ -159,3 +159,28 @@ def _helper(x):
     assert any("untyped.py" in p and "'x' needs a type hint" in p for p in problems)
     outcome = Toolbox(tools).call("forecast", {"city": "杭州"})
     assert outcome.observation == '{"city": "杭州", "days": 1, "sky": "clear"}'
+
+
+def test_catalog_builds_named_tools_and_reports_what_it_left_out(tmp_path):
+    from engine.agents.catalog import ToolSettings, build_tools
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("西湖在杭州。", encoding="utf-8")
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "calc.py").write_text('def calculator(expression: str) -> str:\n    """Mine."""\n')
+    settings = ToolSettings(
+        workspace=str(tmp_path / "ws"),
+        documents=[str(tmp_path / "docs"), "/nonexistent.md"],
+        tools_folder=str(tmp_path / "user"),
+    )
+    built = build_tools(["calculator", "files", "search"], settings)
+    names = [t.name for t in built.tools]
+    assert names == ["calculator", "read_file", "write_file", "list_files", "search_documents"]
+    assert any("/nonexistent.md: no such file" in p for p in built.problems)
+    assert any("second tool named 'calculator'" in p for p in built.problems)
+    assert "a.md" in Toolbox(built.tools).call("search_documents", {"query": "杭州"}).observation
+    built.close()
+    with pytest.raises(ValueError, match="unknown tools \\['shell'\\]"):
+        build_tools(["shell"], settings)
+    with pytest.raises(ValueError, match="need a workspace"):
+        build_tools(["python"], ToolSettings())
