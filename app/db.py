@@ -17,17 +17,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine
 
+from app.errors import DatabaseError
+from app.migrations import migrate
+
 DB_FILE = "inkstone.db"
 _engines: dict[Path, Engine] = {}
 _engines_lock = threading.Lock()
-
-
-class NotFound(LookupError):
-    """No row with that id or name; the message says what was asked for and what exists."""
-
-
-class DatabaseError(RuntimeError):
-    """The database cannot be used (locked, newer schema, corrupt): the message says which file and why."""
 
 
 def _on_connect(dbapi_conn, _record) -> None:
@@ -53,8 +48,6 @@ def get_engine(root: Path) -> Engine:
 
 def _migrate_once(engine: Engine, path: Path) -> None:
     """Migrate under a file lock: the web app, the consumer and the CLI may all open a new database at once."""
-    from app.migrations import migrate
-
     with open(path.with_name(path.name + ".migrate-lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -1,7 +1,9 @@
 """Forward migrations: each step takes the schema from version N-1 to N inside one transaction.
 
-Each step creates the tables it introduced (or ALTERs existing ones) and is never edited once released, so
-any older database walks up to the current version.
+Each step is the SQL it ran when it was released, written out (CREATE TABLE as the tables were at that
+version, then ALTERs), never generated from today's models in app.tables: a database created now walks the
+same steps as one created by the first release, so both end with the same schema (tests/test_migrations.py
+compares them, and app.tables with the result). A released step is never edited; a change is a new step.
 """
 
 from __future__ import annotations
@@ -10,31 +12,180 @@ from pathlib import Path
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import SQLModel
 
-from app import tables
+from app.errors import DatabaseError
 
 
-def _create(conn: Connection, *models) -> None:
-    SQLModel.metadata.create_all(conn, tables=[m.__table__ for m in models])
+def _run(conn: Connection, *statements: str) -> None:
+    for sql in statements:
+        conn.execute(text(sql))
 
 
 def _v1_foundation(conn: Connection) -> None:
-    _create(conn, tables.SchemaVersion, tables.Model, tables.Dataset, tables.Job, tables.Metric,
-            tables.HostSample, tables.GpuSample)
+    _run(
+        conn,
+        """CREATE TABLE schema_version (
+            id INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            updated_at FLOAT NOT NULL,
+            PRIMARY KEY (id))""",
+        """CREATE TABLE model (
+            id INTEGER NOT NULL,
+            name VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            source_path VARCHAR NOT NULL,
+            arch VARCHAR NOT NULL,
+            params INTEGER NOT NULL,
+            context_len INTEGER NOT NULL,
+            dtype VARCHAR NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            has_chat_template BOOLEAN NOT NULL,
+            managed BOOLEAN NOT NULL,
+            parent_model_id INTEGER,
+            dataset_id INTEGER,
+            job_id INTEGER,
+            created_at FLOAT NOT NULL,
+            PRIMARY KEY (id),
+            FOREIGN KEY(parent_model_id) REFERENCES model (id),
+            FOREIGN KEY(dataset_id) REFERENCES dataset (id),
+            FOREIGN KEY(job_id) REFERENCES job (id))""",
+        "CREATE UNIQUE INDEX ix_model_name ON model (name)",
+        """CREATE TABLE dataset (
+            id INTEGER NOT NULL,
+            name VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            format VARCHAR NOT NULL,
+            rows INTEGER NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            recipe JSON,
+            inputs JSON,
+            job_id INTEGER,
+            created_at FLOAT NOT NULL,
+            PRIMARY KEY (id),
+            FOREIGN KEY(job_id) REFERENCES job (id))""",
+        "CREATE UNIQUE INDEX ix_dataset_name ON dataset (name)",
+        """CREATE TABLE job (
+            id INTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            title VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            params JSON,
+            result JSON,
+            progress FLOAT NOT NULL,
+            message VARCHAR NOT NULL,
+            eta_s FLOAT,
+            error VARCHAR NOT NULL,
+            needs_gpu BOOLEAN NOT NULL,
+            gpu_index INTEGER,
+            pid INTEGER,
+            log_path VARCHAR NOT NULL,
+            cancel_requested BOOLEAN NOT NULL,
+            retry_of INTEGER,
+            model_id INTEGER,
+            dataset_id INTEGER,
+            created_at FLOAT NOT NULL,
+            started_at FLOAT,
+            finished_at FLOAT,
+            PRIMARY KEY (id),
+            FOREIGN KEY(retry_of) REFERENCES job (id),
+            FOREIGN KEY(model_id) REFERENCES model (id),
+            FOREIGN KEY(dataset_id) REFERENCES dataset (id))""",
+        "CREATE INDEX ix_job_created_at ON job (created_at)",
+        "CREATE INDEX ix_job_kind ON job (kind)",
+        "CREATE INDEX ix_job_status ON job (status)",
+        """CREATE TABLE metric (
+            id INTEGER NOT NULL,
+            job_id INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            name VARCHAR NOT NULL,
+            value FLOAT NOT NULL,
+            t FLOAT NOT NULL,
+            PRIMARY KEY (id),
+            FOREIGN KEY(job_id) REFERENCES job (id))""",
+        "CREATE INDEX ix_metric_job_id ON metric (job_id)",
+        """CREATE TABLE host_sample (
+            id INTEGER NOT NULL,
+            t FLOAT NOT NULL,
+            cpu_pct FLOAT NOT NULL,
+            ram_used INTEGER NOT NULL,
+            ram_total INTEGER NOT NULL,
+            disk_used INTEGER NOT NULL,
+            disk_total INTEGER NOT NULL,
+            PRIMARY KEY (id))""",
+        "CREATE INDEX ix_host_sample_t ON host_sample (t)",
+        """CREATE TABLE gpu_sample (
+            id INTEGER NOT NULL,
+            t FLOAT NOT NULL,
+            gpu INTEGER NOT NULL,
+            name VARCHAR NOT NULL,
+            util_pct FLOAT NOT NULL,
+            mem_used INTEGER NOT NULL,
+            mem_total INTEGER NOT NULL,
+            temp_c FLOAT NOT NULL,
+            power_w FLOAT NOT NULL,
+            sm_clock_mhz FLOAT NOT NULL,
+            PRIMARY KEY (id))""",
+        "CREATE INDEX ix_gpu_sample_t ON gpu_sample (t)",
+    )
 
 
 def _v2_chat_history(conn: Connection) -> None:
-    _create(conn, tables.ChatSession, tables.ChatMessage)
+    _run(
+        conn,
+        """CREATE TABLE chat_session (
+            id INTEGER NOT NULL,
+            title VARCHAR NOT NULL,
+            system_prompt VARCHAR NOT NULL,
+            models JSON,
+            params JSON,
+            created_at FLOAT NOT NULL,
+            updated_at FLOAT NOT NULL,
+            PRIMARY KEY (id))""",
+        "CREATE INDEX ix_chat_session_updated_at ON chat_session (updated_at)",
+        """CREATE TABLE chat_message (
+            id INTEGER NOT NULL,
+            session_id INTEGER NOT NULL,
+            pane INTEGER NOT NULL,
+            role VARCHAR NOT NULL,
+            content VARCHAR NOT NULL,
+            model_name VARCHAR NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL,
+            tokens_per_s FLOAT NOT NULL,
+            finish_reason VARCHAR NOT NULL,
+            created_at FLOAT NOT NULL,
+            PRIMARY KEY (id),
+            FOREIGN KEY(session_id) REFERENCES chat_session (id))""",
+        "CREATE INDEX ix_chat_message_session_id ON chat_message (session_id)",
+    )
 
 
 def _v3_exports(conn: Connection) -> None:
-    _create(conn, tables.Export)
+    _run(
+        conn,
+        """CREATE TABLE export (
+            id INTEGER NOT NULL,
+            model_id INTEGER,
+            job_id INTEGER,
+            adapter_path VARCHAR NOT NULL,
+            format VARCHAR NOT NULL,
+            quant VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            metrics JSON,
+            created_at FLOAT NOT NULL,
+            PRIMARY KEY (id),
+            FOREIGN KEY(model_id) REFERENCES model (id),
+            FOREIGN KEY(job_id) REFERENCES job (id))""",
+        "CREATE INDEX ix_export_model_id ON export (model_id)",
+    )
 
 
 def _v4_multi_gpu_jobs(conn: Connection) -> None:
     # A job may hold several GPUs (a multi-process finetune): a count and a list replace the flag and index.
-    # Checked column by column, since a database created at v1 by this release already has the new ones.
+    # Checked column by column: a database created by the release that added this step got them at v1.
     columns = {c["name"] for c in inspect(conn).get_columns("job")}
     if "gpus" not in columns:
         conn.execute(text("ALTER TABLE job ADD COLUMN gpus INTEGER NOT NULL DEFAULT 0"))
@@ -52,15 +203,13 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def current_version(conn: Connection) -> int:
-    if not inspect(conn).has_table(tables.SchemaVersion.__tablename__):
+    if not inspect(conn).has_table("schema_version"):
         return 0
     row = conn.execute(text("SELECT version FROM schema_version WHERE id = 1")).first()
     return row[0] if row else 0
 
 
 def migrate(engine: Engine, path: Path) -> int:
-    from app.db import DatabaseError
-
     with engine.begin() as conn:
         version = current_version(conn)
         if version > SCHEMA_VERSION:

@@ -1,5 +1,9 @@
 """The model registry: rows for local HF folders, with what a user wants to know before picking one.
 
+The bundled model (SmolLM2-135M-Instruct, shipped as a GGUF) is set up on first use in a data dir: asking for
+it by name converts it once (under a lock, whichever process asks first) and registers it, so a fresh data dir
+needs no set-up step. A user who removes it is not given it back unasked (the marker file records the set-up).
+
 Registration reads only config and safetensors headers (no torch). Models converted or produced by Inkstone
 live in the data dir and are `managed`: removing the row deletes their folder; imported folders are left
 where the user keeps them. A GGUF file (an export, or one from elsewhere) is no row of its own: it is referred
@@ -8,14 +12,20 @@ to by its path wherever a model name is accepted for serving, and llama.cpp runs
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from pathlib import Path
 
 from sqlmodel import select
 
-from app.db import NotFound, session
+from app.db import session
+from app.errors import NotFound
 from app.tables import Export, Job, Model
+from engine.models.bundled import BUNDLED_NAME
 from engine.models.inspect import inspect_hf_folder
+from engine.progress import Progress, no_progress
+
+BUNDLED_MARKER = ".bundled-model-registered"  # in the data dir: the bundled model was set up here once
 
 
 def models_dir(root: Path) -> Path:
@@ -27,17 +37,57 @@ def list_models(root: Path) -> list[Model]:
         return list(s.exec(select(Model).order_by(Model.id)).all())
 
 
-def resolve_model(root: Path, ref: str | int) -> Model:
-    """Find a model by id or name; the error lists what is registered."""
+def resolve_model(root: Path, ref: str | int, progress: Progress = no_progress) -> Model:
+    """Find a model by id or name; the error lists what is registered. The bundled model's name sets it up
+    on first use (a conversion of some seconds, reported through `progress`)."""
     with session(root) as s:
         if isinstance(ref, int) or str(ref).isdigit():
             model = s.get(Model, int(ref))
         else:
             model = s.exec(select(Model).where(Model.name == ref)).first()
+        names = ", ".join(m.name for m in s.exec(select(Model)).all())
+    if model is None and ref == BUNDLED_NAME:
+        model = ensure_bundled(root, progress, again=True)
+    if model is None:
+        hint = "" if names else "; import one with `inkstone models import PATH` (an HF folder or a .gguf file)"
+        raise NotFound(f"no model {ref!r} (registered: {names or 'none'}){hint}")
+    return model
+
+
+def ensure_bundled(root: Path, progress: Progress = no_progress, *, again: bool = False,
+                   job_id: int | None = None) -> Model | None:
+    """The bundled model's row, converting and registering it if this data dir has not set it up yet.
+
+    Once set up, a removed bundled model stays removed unless `again` (it was asked for by name). None when
+    it stays removed, or when the bundled package is not installed (and not `again`).
+    """
+    marker = root / BUNDLED_MARKER
+    if marker.exists() and not again:
+        return _by_name(root, BUNDLED_NAME)
+    models_dir(root).mkdir(parents=True, exist_ok=True)
+    with open(models_dir(root) / ".bundled.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one conversion, whichever process (CLI, job, consumer) asks first
+        model = _by_name(root, BUNDLED_NAME)
         if model is None:
-            names = ", ".join(m.name for m in s.exec(select(Model)).all()) or "none"
-            raise NotFound(f"no model {ref!r} (registered: {names})")
-        return model
+            from engine.models.bundled import bundled_gguf_path, ensure_bundled_hf
+
+            try:
+                source = bundled_gguf_path()
+            except FileNotFoundError:
+                if again:
+                    raise
+                return None
+            progress(0.0, f"setting up the bundled model {BUNDLED_NAME} (once per data dir)")
+            folder = ensure_bundled_hf(models_dir(root), progress)
+            model = register_folder(root, folder, name=BUNDLED_NAME, source="bundled", source_path=str(source),
+                                    managed=True, job_id=job_id)
+        marker.write_text("1")
+    return model
+
+
+def _by_name(root: Path, name: str) -> Model | None:
+    with session(root) as s:
+        return s.exec(select(Model).where(Model.name == name)).first()
 
 
 def register_folder(root: Path, folder: str | Path, *, name: str = "", source: str = "folder",

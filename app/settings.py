@@ -6,7 +6,6 @@ job consumer, workers, CLI) resolves it the same way, so children inherit it thr
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import tempfile
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from engine.netaddr import bind_host
 
 DEFAULT_PORT = 8765
 SETTINGS_FILE = "settings.json"
@@ -34,21 +35,17 @@ class Settings(BaseModel):
     gpu_jobs_per_gpu: int = Field(1, ge=1, le=8, description="GPU jobs that may share one GPU")
     job_stop_grace_s: float = Field(10.0, ge=0.5, le=600, description="Seconds a cancelled job gets to stop")
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return bind_host(v)  # an empty host means loopback, never every interface
+
     @field_validator("access_token")
     @classmethod
     def _token_length(cls, v: str) -> str:
         if v and len(v) < 8:
             raise ValueError("must be at least 8 characters")
         return v
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def data_dir(override: str | os.PathLike | None = None) -> Path:

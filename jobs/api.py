@@ -6,16 +6,18 @@ enqueued without its row, and a row whose enqueue failed is marked failed at onc
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from sqlmodel import select
 
-from app.db import NotFound, session
+from app.db import session
+from app.errors import NotFound
 from app.tables import Job, Metric
 from jobs import status as st
 from jobs.kinds import get_kind
 from jobs.queue import get_huey
+from jobs.secret_env import write_secrets
+from jobs.transitions import finish, request_cancel
 
 
 def log_path(root: Path, job_id: int) -> Path:
@@ -23,8 +25,12 @@ def log_path(root: Path, job_id: int) -> Path:
 
 
 def submit(root: Path, kind: str, params: dict | None = None, *, title: str = "", retry_of: int | None = None,
-           model_id: int | None = None, dataset_id: int | None = None, enqueue: bool = True) -> Job:
-    """Validate, record and enqueue a job; enqueue=False when the caller runs it itself (CLI without app)."""
+           model_id: int | None = None, dataset_id: int | None = None, enqueue: bool = True,
+           secrets: dict[str, str] | None = None) -> Job:
+    """Validate, record and enqueue a job; enqueue=False when the caller runs it itself (CLI without app).
+
+    `secrets` are environment variables for the job's worker (an API key), stored beside the job, not in its row.
+    """
     job_kind = get_kind(kind)
     args = job_kind.parse_args(params or {})
     with session(root) as s:
@@ -34,12 +40,14 @@ def submit(root: Path, kind: str, params: dict | None = None, *, title: str = ""
         s.add(job)
         s.flush()
         job.log_path = str(log_path(root, job.id))
+    if secrets:
+        write_secrets(root, job.id, secrets)
     if not enqueue:
         return job
     try:
         get_huey(root).run_job(job.id)
     except Exception as e:
-        _finish(root, job.id, st.FAILED, error=f"could not enqueue: {e}")
+        finish(root, job.id, st.FAILED, error=f"could not enqueue: {e}")
         raise
     return job
 
@@ -62,19 +70,7 @@ def list_jobs(root: Path, limit: int = 100, kind: str | None = None) -> list[Job
 
 def cancel(root: Path, job_id: int) -> Job:
     """Queued jobs are cancelled at once; running ones are asked to stop, then ended after a grace period."""
-    with session(root) as s:
-        job = s.get(Job, job_id)
-        if job is None:
-            raise NotFound(f"no job with id {job_id}")
-        if job.status in st.FINAL:
-            raise ValueError(f"job {job_id} is already {job.status}")
-        if job.status == st.QUEUED:
-            job.status, job.finished_at, job.message = st.CANCELLED, time.time(), "cancelled before it started"
-        else:
-            job.cancel_requested = True
-            job.message = "stopping…"
-        s.add(job)
-    return job
+    return request_cancel(root, job_id)
 
 
 def retry(root: Path, job_id: int) -> Job:
@@ -100,32 +96,3 @@ def log_tail(root: Path, job_id: int, max_bytes: int = 20_000) -> str:
         size = f.tell()
         f.seek(max(0, size - max_bytes))
         return f.read().decode("utf-8", errors="replace")
-
-
-def _finish(root: Path, job_id: int, status: str, *, error: str = "", message: str | None = None,
-            result: dict | None = None) -> None:
-    with session(root) as s:
-        job = s.get(Job, job_id)
-        job.status, job.finished_at = status, time.time()
-        if error:
-            job.error = error
-        if message is not None:
-            job.message = message
-        if result is not None:
-            job.result = result
-        if status == st.SUCCEEDED:
-            job.progress, job.eta_s = 1.0, 0.0
-        s.add(job)
-
-
-def recover_interrupted(root: Path) -> list[int]:
-    """Mark jobs left running or waiting by a dead consumer as interrupted (they can be retried)."""
-    with session(root) as s:
-        stale = s.exec(select(Job).where(Job.status.in_([st.RUNNING, st.WAITING]))).all()
-        ids = []
-        for job in stale:
-            job.status, job.finished_at = st.INTERRUPTED, time.time()
-            job.message = "interrupted: its worker died (consumer stopped, crash or power loss); retry it"
-            s.add(job)
-            ids.append(job.id)
-    return ids

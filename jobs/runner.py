@@ -3,7 +3,8 @@
 Each job runs in its own process so that cancel can always end it, a crash cannot take the consumer down,
 and GPU memory is returned when it exits. Cancel is cooperative first (SIGTERM sets the worker's cancel
 flag) and forced after the grace period (SIGKILL). The worker dies with the consumer (PR_SET_PDEATHSIG),
-so a killed consumer leaves no orphans; its jobs are marked interrupted at the next start.
+so a killed consumer leaves no orphans; its jobs are marked interrupted at the next start. The worker leads
+its own process group and marks its environment: when it ends, whatever it started is killed (app.procs).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from pathlib import Path
 from sqlalchemy import text
 
 from app.db import get_engine, session
-from app.procs import die_with_parent
+from app.procs import die_with_parent, end_job_processes, job_env
 from app.settings import load_settings
 from app.tables import Job
 from engine.hardware import gpu_count
 from jobs import status as st
-from jobs.api import _finish
+from jobs.secret_env import read_secrets
+from jobs.transitions import finish, mark_running, mark_waiting
 
 POLL_S = 0.25
 
@@ -55,18 +57,16 @@ def _wait_for_gpus(root: Path, job: Job, per_gpu: int) -> list[int] | None | boo
     if n_gpus == 0:
         return None  # no GPU on this machine: GPU-capable work runs on the CPU like any other job
     if job.gpus > n_gpus:
-        _finish(root, job.id, st.FAILED, error=f"the job needs {job.gpus} GPUs and this machine has {n_gpus}")
+        finish(root, job.id, st.FAILED, error=f"the job needs {job.gpus} GPUs and this machine has {n_gpus}")
         return False
-    with session(root) as s:
-        row = s.get(Job, job.id)
-        row.status, row.message = st.WAITING, f"waiting for {job.gpus} free GPU(s)"
+    mark_waiting(root, job.id, job.gpus)
     while True:
         gpus = _claim_gpus(root, job.id, job.gpus, per_gpu, n_gpus)
         if gpus is not None:
             return gpus
         with session(root) as s:
             if s.get(Job, job.id).cancel_requested:
-                _finish(root, job.id, st.CANCELLED, message="cancelled while waiting for a GPU")
+                finish(root, job.id, st.CANCELLED, message="cancelled while waiting for a GPU")
                 return False
         time.sleep(1.0)
 
@@ -77,7 +77,7 @@ def run_job(root: Path, job_id: int) -> None:
     if job is None or job.status != st.QUEUED:
         return  # cancelled before it started, or already handled
     settings = load_settings(root)
-    env = dict(os.environ, INKSTONE_HOME=str(root), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **job_env(root, job_id), **read_secrets(root, job_id))
     if job.gpus:
         gpus = _wait_for_gpus(root, job, settings.gpu_jobs_per_gpu)
         if gpus is False:
@@ -90,12 +90,9 @@ def run_job(root: Path, job_id: int) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobs.worker", str(job_id)], stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, cwd=Path(__file__).resolve().parents[1],
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None, process_group=0,
         )
-    with session(root) as s:
-        row = s.get(Job, job_id)
-        row.status, row.pid, row.started_at = st.RUNNING, proc.pid, time.time()
-        row.message = row.message if row.message.startswith("stopping") else "starting"
+    mark_running(root, job_id, proc.pid)
     _watch(root, job_id, proc, settings.job_stop_grace_s)
 
 
@@ -110,12 +107,16 @@ def _watch(root: Path, job_id: int, proc: subprocess.Popen, grace_s: float) -> N
                     term_sent_at = time.monotonic()
         elif time.monotonic() - term_sent_at > grace_s:
             proc.kill()
+    end_job_processes(root, job_id, pgid=proc.pid)  # pool children, launchers, ranks: none outlives the worker
     with session(root) as s:
         job = s.get(Job, job_id)
     if job.status in st.FINAL:
         return  # the worker recorded its own ending
     if job.cancel_requested:
-        _finish(root, job_id, st.CANCELLED, message="cancelled (process ended)")
+        finish(root, job_id, st.CANCELLED, message="cancelled (process ended)")
+    elif proc.returncode < 0:  # killed from outside (kill -9, the OOM killer): retrying it is the remedy
+        finish(root, job_id, st.INTERRUPTED, message=f"interrupted: its worker was killed by "
+               f"{signal.Signals(-proc.returncode).name}; retry it")
     else:
-        _finish(root, job_id, st.FAILED, error=f"worker exited with code {proc.returncode} without a result; "
+        finish(root, job_id, st.FAILED, error=f"worker exited with code {proc.returncode} without a result; "
                 f"see the log {job.log_path}")

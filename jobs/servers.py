@@ -1,4 +1,7 @@
-"""Find or start the model server of a registered model (a `serve` job), for the Chat and Agent pages."""
+"""Find or start the model server of a registered model (a `serve` job), for the Chat and Agent pages.
+
+A server is a job, so looking one up belongs with the jobs: pages ask here rather than query job rows.
+"""
 
 from __future__ import annotations
 

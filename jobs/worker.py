@@ -20,9 +20,9 @@ from app.settings import data_dir
 from app.tables import Job, Metric
 from engine.progress import Cancelled
 from jobs import status as st
-from jobs.api import _finish
 from jobs.context import JobContext
 from jobs.kinds import get_kind
+from jobs.transitions import finish
 
 log = logging.getLogger("inkstone.job")
 
@@ -84,18 +84,18 @@ def main(job_id: int) -> int:
         kind = get_kind(job.kind)
         result = kind.load_run()(kind.parse_args(job.params), ctx)
         progress.flush()
-        _finish(root, job_id, st.SUCCEEDED, result=result or {}, message=progress.message or "done")
+        finish(root, job_id, st.SUCCEEDED, result=result or {}, message=progress.message or "done")
         log.info("job %d succeeded", job_id)
         return 0
     except Cancelled:
         progress.flush()
-        _finish(root, job_id, st.CANCELLED, message="cancelled")
+        finish(root, job_id, st.CANCELLED, message="cancelled")
         log.info("job %d cancelled", job_id)
         return 0
     except Exception as e:
         traceback.print_exc()
         progress.flush()
-        _finish(root, job_id, st.FAILED, error=f"{type(e).__name__}: {e}")
+        finish(root, job_id, st.FAILED, error=f"{type(e).__name__}: {e}")
         return 1
 
 

@@ -11,7 +11,7 @@ from tests.helpers import REPO, child_env
 
 
 def cli(home, *args):
-    r = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=child_env(home),
+    r = subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, env=child_env(home),
                        capture_output=True, text=True, timeout=300)
     return r.returncode, r.stdout + r.stderr
 

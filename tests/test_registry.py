@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from app.db import NotFound
+from app.errors import NotFound
 from app.registry import list_models, register_folder, remove_model, resolve_model
 from engine.models.bundled import bundled_gguf_path
 from engine.models.inspect import ModelFormatError, check_gguf_file, inspect_hf_folder

@@ -34,7 +34,7 @@ def _as_a_terminal_starts_it() -> None:
 def test_serve_command_answers_the_openai_client_and_stops_on_a_signal(home, tiny_model_dir, stop_signal):
     register_folder(home, tiny_model_dir("qwen2"), name="tiny")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "tiny", "--port", str(port), "--device", "cpu",
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "tiny", "--port", str(port), "--device", "cpu",
                              "--cpu-kv-cache-gb", "0.05", "--dtype", "float32"], cwd=REPO, env=child_env(home),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_as_a_terminal_starts_it)
@@ -59,12 +59,12 @@ def test_serve_command_answers_the_openai_client_and_stops_on_a_signal(home, tin
 
 def test_serve_on_a_public_host_needs_an_api_key(home, tiny_model_dir):
     register_folder(home, tiny_model_dir("qwen2"), name="tiny")
-    r = subprocess.run([sys.executable, "-m", "app.cli", "serve", "tiny", "--host", "0.0.0.0"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "cli", "serve", "tiny", "--host", "0.0.0.0"], cwd=REPO,
                        env=child_env(home), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "API key" in r.stderr
 
 
 def test_serve_names_a_bad_dtype(home):
-    r = subprocess.run([sys.executable, "-m", "app.cli", "serve", "tiny", "--dtype", "int8"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "cli", "serve", "tiny", "--dtype", "int8"], cwd=REPO,
                        env=child_env(home), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--dtype: invalid choice: 'int8'" in r.stderr

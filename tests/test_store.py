@@ -9,17 +9,10 @@ import pytest
 from sqlmodel import select
 
 from app import db, migrations
-from app.db import DatabaseError, get_engine, session
+from app.db import get_engine, session
+from app.errors import DatabaseError
 from app.settings import Settings, SettingsError, data_dir, load_settings, save_settings
 from app.tables import Dataset, Job, Metric, Model
-
-V1_JOB_TABLE = """CREATE TABLE job (id INTEGER NOT NULL, kind VARCHAR NOT NULL, title VARCHAR NOT NULL,
-    status VARCHAR NOT NULL, params JSON, result JSON, progress FLOAT NOT NULL, message VARCHAR NOT NULL,
-    eta_s FLOAT, error VARCHAR NOT NULL, needs_gpu BOOLEAN NOT NULL, gpu_index INTEGER, pid INTEGER,
-    log_path VARCHAR NOT NULL, cancel_requested BOOLEAN NOT NULL, retry_of INTEGER, model_id INTEGER,
-    dataset_id INTEGER, created_at FLOAT NOT NULL, started_at FLOAT, finished_at FLOAT, PRIMARY KEY (id),
-    FOREIGN KEY(retry_of) REFERENCES job (id), FOREIGN KEY(model_id) REFERENCES model (id),
-    FOREIGN KEY(dataset_id) REFERENCES dataset (id))"""
 
 
 def test_fresh_database_is_wal_and_versioned(home):
@@ -52,12 +45,10 @@ def test_lineage_links_and_rollback(home):
 def test_older_database_is_migrated_forward(home):
     from sqlalchemy import create_engine
 
-    # A database as the first release wrote it: schema version 1, no chat tables.
+    # A database as the first release wrote it: schema version 1 (its frozen DDL), no chat tables.
     old = create_engine(f"sqlite:///{home / db.DB_FILE}")
     with old.begin() as conn:
         migrations.MIGRATIONS[0](conn)
-        conn.exec_driver_sql("DROP TABLE job")  # the job table as the first release wrote it
-        conn.exec_driver_sql(V1_JOB_TABLE)
         conn.exec_driver_sql("INSERT INTO schema_version (id, version, updated_at) VALUES (1, 1, 0)")
         conn.exec_driver_sql("INSERT INTO job (kind, title, status, params, result, progress, message, error, "
                              "needs_gpu, gpu_index, log_path, cancel_requested, created_at) VALUES "

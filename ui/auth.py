@@ -2,6 +2,10 @@
 
 A browser presents the token once (?token=… or the sign-in form); it is kept in an HttpOnly cookie.
 Programs send `Authorization: Bearer <token>`. Pure ASGI, so websockets are guarded too.
+
+Open without the token: the health probe (which then says only "ok"), the sign-in form, and GETs of NiceGUI's
+versioned static assets. Nothing else under `/_nicegui/` is open: uploads (`/_nicegui/client/…/upload/…`)
+write files and must carry the token like any page.
 """
 
 from __future__ import annotations
@@ -10,8 +14,19 @@ import hmac
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
 
+from nicegui import __version__ as nicegui_version
+
 COOKIE = "inkstone_token"
-OPEN_PATHS = ("/healthz", "/signin", "/_nicegui/")  # health probe, sign-in form and its static assets
+OPEN_PATHS = ("/healthz", "/signin")  # the health probe and the sign-in form
+STATIC_PREFIX = f"/_nicegui/{nicegui_version}/"  # NiceGUI's JS, CSS and component files: read-only
+
+
+def is_open(scope) -> bool:
+    """Whether a request may pass without the token."""
+    path = scope.get("path", "")
+    if path in OPEN_PATHS:
+        return True
+    return scope["type"] == "http" and scope.get("method") in ("GET", "HEAD") and path.startswith(STATIC_PREFIX)
 
 
 def _presented(scope) -> tuple[str, bool]:
@@ -27,6 +42,12 @@ def _presented(scope) -> tuple[str, bool]:
     return (cookie[COOKIE].value if COOKIE in cookie else ""), False
 
 
+def token_presented(scope, token: str) -> bool:
+    """Whether the request carries `token` (header, query or cookie); False when no token is set."""
+    presented, _ = _presented(scope)
+    return bool(token) and bool(presented) and hmac.compare_digest(presented.encode(), token.encode())
+
+
 class TokenGuard:
     def __init__(self, app, token: str):
         self.app, self.token = app, token
@@ -35,11 +56,11 @@ class TokenGuard:
         if scope["type"] not in ("http", "websocket") or not self.token:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        presented, from_query = _presented(scope)
-        ok = bool(presented) and hmac.compare_digest(presented.encode(), self.token.encode())
+        _, from_query = _presented(scope)
+        ok = token_presented(scope, self.token)
         if ok and from_query and scope["type"] == "http":
             return await _set_cookie_and_redirect(send, path, self.token)
-        if ok or path.startswith(OPEN_PATHS):
+        if ok or is_open(scope):
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 4401})

@@ -12,15 +12,13 @@ import os
 import pkgutil
 import sys
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from nicegui import app, ui
 
-from app.settings import is_loopback
 from ui import pages, state
-from ui.auth import TokenGuard
+from ui.auth import TokenGuard, token_presented
 from ui.i18n import t
-
-FIRST_START_FLAG = ".bundled-model-registered"
 
 
 def register_pages() -> None:
@@ -33,8 +31,15 @@ def register_pages() -> None:
             importlib.import_module(name)
 
 
+def access_token() -> str:
+    return os.environ.get("INKSTONE_TOKEN") or state.settings().access_token
+
+
 @app.get("/healthz")
-def healthz():
+def healthz(request: Request):
+    """"ok" to anyone; the process and its data dir only to a caller that presents the access token."""
+    if not token_presented(request.scope, access_token()):
+        return JSONResponse({"status": "ok"})
     return JSONResponse({"status": "ok", "app": "inkstone", "pid": os.getpid(), "data_dir": str(state.root())})
 
 
@@ -48,14 +53,13 @@ def signin_page():
 
 
 def register_bundled_model_once() -> None:
-    """First start only: queue the conversion of the bundled model, so a removed one is not re-added."""
+    """Until the bundled model was set up in this data dir, queue its conversion (a job: it needs torch, and
+    the web process never imports torch). A bundled model the user removed is not re-added."""
+    from app.registry import BUNDLED_MARKER
     from jobs.api import submit
 
-    flag = state.root() / FIRST_START_FLAG
-    if flag.exists():
-        return
-    submit(state.root(), "import_model", {"bundled": True}, title="Set up the bundled model")
-    flag.write_text("1")
+    if not (state.root() / BUNDLED_MARKER).exists():
+        submit(state.root(), "import_model", {"bundled": True}, title="Set up the bundled model")
 
 
 def start_background_work() -> None:
@@ -70,7 +74,7 @@ def start_background_work() -> None:
 def build(data_dir: str | None = None) -> None:
     state.init(data_dir)
     register_pages()
-    token = os.environ.get("INKSTONE_TOKEN") or state.settings().access_token
+    token = access_token()
     if token:
         app.add_middleware(TokenGuard, token=token)
 
@@ -83,10 +87,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     build(args.data_dir)
     settings = state.settings()
-    host, port = args.host or settings.host, args.port or settings.port
-    token = os.environ.get("INKSTONE_TOKEN") or settings.access_token
-    if not is_loopback(host) and not token:
-        sys.exit(f"refusing to listen on {host}: set an access token first (Settings, or INKSTONE_TOKEN)")
+    from engine.netaddr import bind_host, check_bind
+
+    host, port = bind_host(args.host or settings.host), args.port or settings.port
+    token = access_token()
+    try:
+        check_bind(host, token, "an access token (Settings, or INKSTONE_TOKEN)")
+    except ValueError as e:
+        sys.exit(f"refusing to listen: {e}")
     app.on_startup(start_background_work)
     ui.run(host=host, port=port, title="Inkstone", reload=False, show=False, dark=settings.dark_mode,
            storage_secret=token or "inkstone-local", show_welcome_message=False,

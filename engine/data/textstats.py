@@ -90,10 +90,6 @@ def words(text: str) -> list[str]:
     return WORD_RE.findall(text)
 
 
-def cjk_count(text: str) -> int:
-    return char_counts(text).cjk
-
-
 def is_cjk_text(text: str, min_share: float = 0.3) -> bool:
     """Whether CJK characters are at least min_share of the non-space characters."""
     counts = char_counts(text)

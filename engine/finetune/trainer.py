@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from engine.finetune import checkpoint as ckpt
@@ -155,7 +156,7 @@ def train(config: FinetuneConfig, model_path: str | Path, output: str | Path, pr
     if config.deepspeed:
         import deepspeed
 
-        from engine.train.deepspeed_config import zero_config
+        from engine.finetune.deepspeed_config import zero_config
 
         ds_config = zero_config(config, grad_accum, precision, device)
         engine, optimizer, _, _ = deepspeed.initialize(
@@ -210,7 +211,7 @@ def train(config: FinetuneConfig, model_path: str | Path, output: str | Path, pr
             for i, batch in enumerate(window):
                 batch = _to(batch, device)
                 sync = i == len(window) - 1
-                ctx = wrapped.no_sync() if dist is not None and engine is None and not sync else _null()
+                ctx = wrapped.no_sync() if dist is not None and engine is None and not sync else nullcontext()
                 with ctx, _autocast(device, precision):
                     loss = wrapped(batch["input_ids"], batch["labels"], batch["position_ids"],
                                    torch.tensor(normalizer, device=device))
@@ -296,11 +297,3 @@ def _stop_requested(cancel, device) -> bool:
     """All processes agree: one that was asked to stop stops them all at the same step."""
     flag = 1.0 if cancel is not None and cancel.is_set() else 0.0
     return _all_mean([flag], device)[0] > 0
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 # Architectures the whole chain (engine, finetuning, export) handles: the llama family.
@@ -31,10 +31,6 @@ class ModelInfo:
     hidden_size: int
     num_layers: int
     vocab_size: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def _read_json(path: Path) -> dict:
     try:

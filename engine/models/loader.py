@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.models.inspect import inspect_hf_folder
-
 
 def pick_device(device: str = "auto") -> str:
     import torch
@@ -29,13 +27,3 @@ def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
-
-
-def load_model(path: str | Path, device: str = "auto", dtype: str = "auto"):
-    """Load (model, tokenizer) from an HF folder; validates the folder first for a clear error."""
-    from transformers import AutoModelForCausalLM
-
-    inspect_hf_folder(path)
-    device = pick_device(device)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=pick_dtype(device, dtype))
-    return model.to(device).eval(), load_tokenizer(path)

@@ -9,12 +9,12 @@ hand the model to anyone on the network.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.netaddr import is_loopback
 from engine.progress import Progress, no_progress
 
 STATS_EVERY_SECONDS = 5.0
@@ -45,15 +45,6 @@ class ServeArgs:
     """Reuse the KV cache of prompt prefixes seen before."""
     cpu_kv_cache_gb: float = 2.0
     """RAM for the KV cache when running on the CPU."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_args(args: ServeArgs) -> None:

@@ -19,7 +19,6 @@ class ImportModelArgs:
     bundled: bool = False
     """Set up the bundled default model (SmolLM2-135M-Instruct) instead of a path."""
 
-
     def validate(self) -> None:
         if self.bundled:
             return
@@ -37,20 +36,11 @@ def _slug(text: str) -> str:
 
 
 def run(args: ImportModelArgs, ctx: JobContext) -> dict:
-    from app.db import NotFound
-    from app.registry import models_dir, register_folder, resolve_model
+    from app.registry import ensure_bundled, models_dir, register_folder
 
     if args.bundled:
-        from engine.models.bundled import BUNDLED_NAME, bundled_gguf_path, ensure_bundled_hf
-
-        try:
-            model = resolve_model(ctx.root, BUNDLED_NAME)
-            return {"model_id": model.id, "name": model.name, "note": "already registered"}
-        except NotFound:
-            pass
-        folder = ensure_bundled_hf(models_dir(ctx.root), ctx.progress)
-        model = register_folder(ctx.root, folder, name=BUNDLED_NAME, source="bundled",
-                                source_path=str(bundled_gguf_path()), managed=True, job_id=ctx.job_id)
+        model = ensure_bundled(ctx.root, ctx.progress, again=True, job_id=ctx.job_id)
+        ctx.progress(1.0, f"registered {model.name}")
         return {"model_id": model.id, "name": model.name}
     path = Path(args.path).expanduser().resolve()
     if path.is_file() and path.suffix.lower() == ".gguf":

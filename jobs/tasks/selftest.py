@@ -33,7 +33,7 @@ def run(args: SelftestArgs, ctx: JobContext) -> dict:
     from engine.infer import EngineConfig, LLMEngine, SamplingParams
     from engine.progress import check_cancel
 
-    model_row = resolve_model(ctx.root, args.model)
+    model_row = resolve_model(ctx.root, args.model, ctx.progress)  # the bundled model is set up on first use
     ctx.progress(0.0, f"loading {model_row.name}")
     # A small KV budget: one short request needs a few MB, and the self-test must not grab the machine.
     engine = LLMEngine(model_row.path, EngineConfig(device=args.device, cpu_kv_cache_gb=0.25,

@@ -1,55 +1,64 @@
 """Job kind `serve`: a registered model behind the OpenAI-compatible server, alive until cancelled.
 
+Its arguments are the server's own (`engine.serve.ServeArgs`) with a registered model in place of a folder:
+a field added to the server is an option of `inkstone serve` at once. The job fills in what a user does not
+give: the model's folder and name from the registry, a free port, and the API key from the environment.
+
 The port is chosen before loading and written into the job's result at once, so the Chat page (and anyone
-else) can find the server while the model is still loading and poll its /health.
+else) can find the server while the model is still loading and poll its /health. Engine statistics become
+metric points with a step that grows with each sample, so the Jobs page charts them over time.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field
-
+from engine.netaddr import bind_host
 from engine.ports import free_port
+from engine.progress import Progress, no_progress
+from engine.serve import ServeArgs
 from jobs.context import JobContext
-from jobs.kinds import JobKind, register
+from jobs.kinds import SET_BY_JOB, JobKind, register
 
 # The key is taken from the environment, never stored with the job's arguments in the database.
 API_KEY_ENV = "INKSTONE_API_KEY"
 
 
 @dataclass
-class ServeModelArgs:
-    model: str = "smollm2-135m-instruct"
-    """Registered model name or id, or a .gguf file (served through llama.cpp)."""
-    host: str = "127.0.0.1"
-    """Interface to listen on; anything but loopback needs an API key (INKSTONE_API_KEY or --api-key)."""
-    port: Annotated[int, Field(ge=0, le=65535)] = 0
-    """Port (0 picks a free one)."""
-    device: str = "auto"
-    """"auto" (CUDA when present), "cpu" or "cuda"."""
+class ServeModelArgs(ServeArgs):
+    model_path: str = field(default="", metadata=SET_BY_JOB)
+    """Set by the job: the registered model's folder, or the GGUF file."""
+    served_model_name: str | None = field(default=None, metadata=SET_BY_JOB)
+    """Set by the job: the registered name, or the GGUF path as given."""
+    api_key: str | None = field(default=None, metadata=SET_BY_JOB)
+    """Set by the job from INKSTONE_API_KEY (`--api-key`), so the key is never stored with the job."""
+    port: int = 0
+    """TCP port (0 picks a free one)."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     """Weights and KV cache; auto: bf16/fp16 on a GPU, bf16 on a CPU with native bf16, else float32."""
-    max_model_len: Annotated[int, Field(ge=0)] = 0
-    """Longest prompt + output in tokens (0: the model's, capped by the KV cache)."""
-    gpu_memory_utilization: Annotated[float, Field(gt=0.05, le=0.98)] = 0.9
-    """Fraction of GPU memory the engine may use (weights + KV cache)."""
-    enable_prefix_caching: bool = True
-    """Reuse the KV cache of shared prompt prefixes (multi-turn chats)."""
-    cpu_kv_cache_gb: Annotated[float, Field(gt=0, le=512)] = 2.0
-    """RAM for the KV cache when running on the CPU."""
+    model: str = "smollm2-135m-instruct"
+    """Registered model name or id, or a .gguf file (served through llama.cpp)."""
 
     def validate(self) -> None:
-        from app.settings import is_loopback
+        from engine.serve.server import check_args
 
-        if not is_loopback(self.host) and not os.environ.get(API_KEY_ENV):
-            raise ValueError(f"host: {self.host} is not loopback; set an API key ({API_KEY_ENV} or --api-key)")
+        self.host = bind_host(self.host)  # an empty host means loopback, never every interface
+        key = os.environ.get(API_KEY_ENV)
+        try:
+            check_args(dataclasses.replace(self, api_key=key))
+        except ValueError as e:
+            if not key and str(e).startswith("api_key"):
+                raise ValueError(f"host: {self.host} is not loopback; set an API key ({API_KEY_ENV} or "
+                                 "--api-key)") from None
+            raise
 
 
-def _target(root, ref: str) -> tuple[str, str, int | None]:
+def _target(root, ref: str, progress: Progress = no_progress) -> tuple[str, str, int | None]:
     """(path to load, name clients send, registry id) of a registered model or a GGUF file."""
     from app.registry import gguf_source, is_gguf, resolve_model
 
@@ -58,17 +67,29 @@ def _target(root, ref: str) -> tuple[str, str, int | None]:
         if not path.is_file():
             raise FileNotFoundError(f"model: {ref} is not a file")
         return str(path.resolve()), ref, gguf_source(root, path)
-    model = resolve_model(root, ref)
+    model = resolve_model(root, ref, progress)  # the bundled model is set up on first use
     return model.path, model.name, model.id
+
+
+def _stepped(progress):
+    """The job's progress callback, giving each metrics sample the next step (the server posts them unnumbered)."""
+    steps = itertools.count(1)
+
+    def report(fraction=None, message=None, metrics=None, step=None):
+        if metrics and step is None:
+            step = next(steps)
+        progress(fraction, message, metrics, step)
+
+    return report
 
 
 def run(args: ServeModelArgs, ctx: JobContext) -> dict:
     from app.db import session
     from app.tables import Job
     from engine.progress import check_cancel
-    from engine.serve.server import ServeArgs, run_server
+    from engine.serve.server import run_server
 
-    model_path, name, model_id = _target(ctx.root, args.model)
+    model_path, name, model_id = _target(ctx.root, args.model, ctx.progress)
     port = args.port or free_port(args.host)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
     with session(ctx.root) as s:
@@ -76,12 +97,9 @@ def run(args: ServeModelArgs, ctx: JobContext) -> dict:
         job.result = {"url": url, "model": name}
         job.model_id = model_id
         s.add(job)
-    run_server(ServeArgs(model_path=model_path, served_model_name=name, host=args.host, port=port,
-                         api_key=os.environ.get(API_KEY_ENV) or None, device=args.device, dtype=args.dtype,
-                         max_model_len=args.max_model_len or None,
-                         gpu_memory_utilization=args.gpu_memory_utilization,
-                         enable_prefix_caching=args.enable_prefix_caching,
-                         cpu_kv_cache_gb=args.cpu_kv_cache_gb), ctx.progress, ctx.cancel)
+    server_args = dataclasses.replace(args, model_path=model_path, served_model_name=name, port=port,
+                                      api_key=os.environ.get(API_KEY_ENV) or None)
+    run_server(server_args, _stepped(ctx.progress), ctx.cancel)
     check_cancel(ctx.cancel)  # stopped on request: the job reads "cancelled", not "succeeded"
     return {"url": url, "model": name}
 

@@ -156,5 +156,5 @@ def test_finish_frees_blocks_wherever_the_sequence_is():
     assert a.num_computed_tokens == 4 and list(sched.waiting) == [b]
     sched.finish(a)
     sched.finish(b)
-    assert bm.num_free_blocks == 8 and not sched.has_unfinished()
+    assert bm.num_free_blocks == 8 and not sched.waiting and not sched.running
     assert a.status == b.status == SequenceStatus.FINISHED

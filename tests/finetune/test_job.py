@@ -31,7 +31,7 @@ def _final(home, job_id, timeout=150):
 
 
 def test_cli_finetune_merges_and_registers_with_lineage(home, tiny, chat_file):
-    from app.cli import main
+    from cli import main
 
     code = main(["--data-dir", str(home), "finetune", "tiny-llama", "--data", str(chat_file), "--method", "lora",
                  "--epochs", "2", "--seq-len", "64", "--device", "cpu", "--no-grad-checkpointing", "--merge",

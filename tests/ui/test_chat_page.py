@@ -17,10 +17,10 @@ from nicegui.testing import User
 from app import chat
 from app.db import session
 from app.registry import register_folder
-from app.serving import server_for
 from app.tables import Export, Job
 from jobs import api
 from jobs import status as st
+from jobs.servers import server_for
 from tests.helpers import REPO, start_consumer
 from ui import i18n
 

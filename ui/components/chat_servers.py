@@ -17,9 +17,9 @@ from sqlmodel import select
 
 from app.db import session
 from app.registry import display_name
-from app.serving import ensure_server, stop_server
 from app.tables import Job
 from jobs import status as st
+from jobs.servers import ensure_server, stop_server
 from ui.components.chat_client import server_ready
 from ui.components.offload import io_bound
 from ui.i18n import t

@@ -14,7 +14,7 @@ from pathlib import Path
 from nicegui import ui
 
 from app import chat
-from app.db import NotFound
+from app.errors import NotFound
 from app.registry import gguf_files, list_models
 from app.tables import ChatMessage, ChatSession
 from ui import state

@@ -11,7 +11,7 @@ from nicegui import run, ui
 from nicegui.elements.mixins.validation_element import ValidationElement
 from pydantic import ValidationError
 
-from app.settings import Settings, is_loopback
+from app.settings import Settings
 from ui import state
 from ui.frame import frame
 from ui.i18n import LANGUAGES, t
@@ -52,6 +52,8 @@ def settings_page() -> None:
     fields: dict[str, ui.element] = {}
 
     def check_host(value: str | None) -> str | None:
+        from engine.netaddr import is_loopback
+
         host = (value or "").strip()
         if not host:
             return t("Enter an address, e.g. 127.0.0.1")
