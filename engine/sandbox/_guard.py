@@ -71,7 +71,7 @@ def install_audit_hook(workspace: str, hidden: list[str], exposed: list[str]) ->
         path = fspath(path)
         if isinstance_(path, bytes_):
             path = os.fsdecode(path)
-        if dir_fd not in (None, -100) and not path.startswith("/"):
+        if isinstance_(dir_fd, int) and dir_fd >= 0 and not path.startswith("/"):
             path = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
         return realpath(path)
 
@@ -79,16 +79,20 @@ def install_audit_hook(workspace: str, hidden: list[str], exposed: list[str]) ->
         if path is not None and path != os.devnull and not inside(path, workspace):
             raise PermissionError(f"sandbox: writing outside the workspace is not allowed: {path}")
 
+    def refuse_read(path) -> None:
+        if path is not None and any(inside(path, h) for h in hidden) and not any(inside(path, e) for e in exposed):
+            raise PermissionError(f"sandbox: reading this path is not allowed: {path}")
+
     def hook(event: str, args: tuple) -> None:
         if event == "open":
             path = resolve(args[0])
-            if path is None:
-                return
             mode, flags = args[1] or "", args[2] or 0
             if any(c in str_(mode) for c in "wax+") or flags & WRITE_FLAGS:
                 refuse_write(path)
-            elif any(inside(path, h) for h in hidden) and not any(inside(path, e) for e in exposed):
-                raise PermissionError(f"sandbox: reading this path is not allowed: {path}")
+            else:
+                refuse_read(path)
+        elif event in ("os.listdir", "os.scandir") and args and args[0] is not None:
+            refuse_read(resolve(args[0]))
         elif event in PROCESS_EVENTS:
             raise PermissionError(f"sandbox: starting processes is not allowed ({event})")
         elif event in PATH_EVENTS:

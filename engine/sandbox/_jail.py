@@ -108,9 +108,10 @@ def bind_from_fd(fd: int, target: str, writable: bool) -> None:
 
 
 def build_filesystem(cfg: dict) -> None:
-    workspace, hide = cfg["workspace"], [h for h in cfg["hide"] if os.path.isdir(h)]
+    # /dev/shm is not covered but replaced below by a private tmpfs.
+    workspace, hide = cfg["workspace"], [h for h in cfg["hide"] if os.path.isdir(h) and h != "/dev/shm"]
     # Open what must stay reachable before the hidden paths are covered.
-    keep = [(p, os.open(p, os.O_PATH)) for p in cfg["expose"] if os.path.exists(p)]
+    keep = [(p, os.open(p, os.O_PATH)) for p in sorted(cfg["expose"], key=len) if os.path.exists(p)]
     ws_fd = os.open(workspace, os.O_PATH | os.O_DIRECTORY)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -132,8 +133,10 @@ def build_filesystem(cfg: dict) -> None:
             continue
         mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
         covers.append(path)
+    bound = []
     for path, fd in keep:
-        if any(under(path, c) for c in covers):
+        if any(under(path, c) for c in covers) and not any(under(path, b) for b in bound):
+            bound.append(path)
             if os.path.isdir(f"/proc/self/fd/{fd}"):
                 bind_from_fd(fd, path, writable=False)
             else:

@@ -10,6 +10,7 @@ Standard library only.
 import ast
 import json
 import linecache
+import math
 import os
 import resource
 import signal
@@ -34,7 +35,7 @@ def cpu_used() -> float:
 
 def allow_cpu(seconds: int) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    soft = int(cpu_used()) + seconds + 1
+    soft = math.ceil(cpu_used() + seconds)
     resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
 
 

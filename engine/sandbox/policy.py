@@ -87,7 +87,7 @@ DESCRIPTIONS = {
 
 def default_hidden() -> list[str]:
     """Places sandboxed code must not read: homes, temp dirs, runtime sockets, the data dir."""
-    paths = ["/home", "/root", "/tmp", "/var/tmp", "/run", "/mnt", "/media", "/srv", str(Path.home()),
+    paths = ["/home", "/root", "/tmp", "/var/tmp", "/dev/shm", "/run", "/mnt", "/media", "/srv", str(Path.home()),
              tempfile.gettempdir(), str(Path.home() / ".inkstone")]
     if os.environ.get("INKSTONE_HOME"):
         paths.append(os.environ["INKSTONE_HOME"])
