@@ -1,36 +1,48 @@
 """The FastAPI app of the model server: OpenAI's /v1 routes, health, Prometheus metrics, errors and auth.
 
 Every failure leaves as OpenAI's error shape, `{"error": {"message", "type", "param", "code"}}`, including
-pydantic validation errors (400 naming the field), so OpenAI clients raise their usual exceptions.
+pydantic validation errors (400 naming the field), Starlette's own 404/405s and bodies refused by
+`body.CheckedBodyRoute` (size, encoding, JSON, nesting, lone surrogates), so OpenAI clients raise their usual
+exceptions. An unexpected exception is logged with its traceback and answered with a 500 that names only its
+type: its message may carry internals.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
 
 from engine.serve.async_engine import AsyncEngine
+from engine.serve.body import CheckedBodyRoute
 from engine.serve.chat import ChatHandler
 from engine.serve.completions import CompletionsHandler
+from engine.serve.limits import ServeLimits
 from engine.serve.protocol import APIError, ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+
+log = logging.getLogger(__name__)
 
 
 def _validation_error(exc: RequestValidationError) -> APIError:
     first = exc.errors()[0] if exc.errors() else {}
     # loc is ("body", "temperature") or ("body", "messages", 0, "role"): the top-level field is the param.
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = loc[0] if loc else None
-    where = ".".join(loc) or "request body"
+    loc = [part for part in first.get("loc", ()) if part != "body"]
+    param = loc[0] if loc and isinstance(loc[0], str) else None
+    where = ".".join(str(part) for part in loc) or "request body"
     return APIError(f"{where}: {first.get('msg', 'invalid value')}", param=param, code="invalid_value")
 
 
-def create_app(engine, served_model_name: str, api_key: str | None = None) -> FastAPI:
+def create_app(engine, served_model_name: str, api_key: str | None = None,
+               limits: ServeLimits | None = None) -> FastAPI:
     """An app over an LLMEngine (wrapped, run and stopped with the app) or an AsyncEngine (started if needed,
     left running: its owner stops it)."""
+    limits = limits or ServeLimits()
+    limits.check()
     owns_engine = not isinstance(engine, AsyncEngine)
     async_engine = AsyncEngine(engine) if owns_engine else engine
 
@@ -44,9 +56,11 @@ def create_app(engine, served_model_name: str, api_key: str | None = None) -> Fa
                 async_engine.shutdown()
 
     app = FastAPI(title="Inkstone model server", lifespan=lifespan)
+    app.router.route_class = CheckedBodyRoute
     app.state.async_engine = async_engine
-    chat = ChatHandler(async_engine, served_model_name)
-    completions = CompletionsHandler(async_engine, served_model_name)
+    app.state.limits = limits
+    chat = ChatHandler(async_engine, served_model_name, limits)
+    completions = CompletionsHandler(async_engine, served_model_name, limits)
 
     @app.exception_handler(APIError)
     async def on_api_error(request: Request, exc: APIError):
@@ -57,9 +71,17 @@ def create_app(engine, served_model_name: str, api_key: str | None = None) -> Fa
         error = _validation_error(exc)
         return JSONResponse(error.body(), status_code=error.status)
 
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, exc: HTTPException):
+        error = APIError(str(exc.detail), status=exc.status_code,
+                         type="invalid_request_error" if exc.status_code < 500 else "server_error")
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception):
-        error = APIError(f"internal error: {type(exc).__name__}: {exc}", status=500, type="server_error")
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        error = APIError(f"internal error ({type(exc).__name__}); the server log has the details", status=500,
+                         type="server_error")
         return JSONResponse(error.body(), status_code=500)
 
     async def check_key(request: Request) -> None:

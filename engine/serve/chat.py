@@ -19,6 +19,7 @@ from engine.infer import RequestOutput
 from engine.serve import serving
 from engine.serve.async_engine import AsyncEngine
 from engine.serve.chat_template import build_chat_prompt
+from engine.serve.limits import ServeLimits
 from engine.serve.protocol import (
     APIError,
     AssistantMessage,
@@ -32,12 +33,13 @@ from engine.serve.protocol import (
     NamedToolChoice,
     PromptTokensDetails,
     TokenLogprobEntry,
+    ToolCall,
     ToolCallDelta,
     TopLogprob,
     Usage,
     random_id,
 )
-from engine.serve.tool_calls import TOOL_CALL_START, StreamingToolCallParser, parse_tool_calls
+from engine.serve.tool_calls import TOOL_CALL_START, StreamingToolCallParser
 
 JSON_INSTRUCTION = "Respond with one valid JSON object and nothing else."
 
@@ -58,14 +60,31 @@ class ChatPlan:
 
 @dataclass
 class ChoiceState:
-    """One of the n samples, as its outputs arrive."""
+    """One of the n samples, as its outputs arrive: what the client has been shown and the raw text."""
 
     text: str = ""
+    """The raw output, prefill included (the JSON check reads it)."""
+    content: str = ""
+    """Content shown so far: the text less the tool-call blocks the parser took out."""
+    tool_calls: list[ToolCall] = field(default_factory=list)
     num_tokens: int = 0
     finish_reason: str | None = None
     error: str | None = None
     logprobs: list[TokenLogprobEntry] = field(default_factory=list)
     parser: StreamingToolCallParser = field(default_factory=StreamingToolCallParser)
+
+
+@dataclass
+class ChoiceDelta:
+    """What one engine output adds to a choice; a stream sends it as a chunk."""
+
+    index: int
+    content: str
+    tool_calls: list[ToolCall]
+    logprobs: list[TokenLogprobEntry]
+    finish_reason: str | None = None
+    """The client-facing reason once the choice is done ("tool_calls", "stop", "length", "error"...)."""
+    error: str | None = None
 
 
 def plan_chat(req: ChatCompletionRequest, tokenizer) -> ChatPlan:
@@ -119,10 +138,71 @@ def final_reason(state: ChoiceState, plan: ChatPlan, called_tools: bool, content
     return reason
 
 
+class ChatRun:
+    """Turns engine outputs into per-choice deltas while keeping each choice's whole answer.
+
+    The one path both response kinds take: a stream sends each delta as it comes, a plain response is built
+    from the same states once every output is in, so the two cannot disagree on content, calls or reasons.
+    """
+
+    def __init__(self, tokenizer, plan: ChatPlan, n: int):
+        self.tokenizer, self.plan = tokenizer, plan
+        self.states = [ChoiceState(text=plan.prefill) for _ in range(n)]
+        self.cached_tokens = 0
+        for state in self.states:
+            # The prefill is part of the answer: JSON mode's "{" shows at once, a forced tool call's tag is held.
+            state.content = state.parser.feed(plan.prefill)[0] if plan.parse_tools else plan.prefill
+
+    def apply(self, out: RequestOutput) -> ChoiceDelta:
+        state = self.states[out.index]
+        self.cached_tokens = max(self.cached_tokens, out.num_cached_tokens)
+        if out.finish_reason == "error":
+            state.finish_reason, state.error = "error", out.error
+            return ChoiceDelta(out.index, "", [], [], finish_reason="error", error=out.error)
+        state.text += out.new_text
+        state.num_tokens = out.num_output_tokens
+        content, calls = state.parser.feed(out.new_text) if self.plan.parse_tools else (out.new_text, [])
+        if out.finished and self.plan.parse_tools:
+            tail, last = state.parser.finish()
+            content, calls = content + tail, calls + last
+        logprobs = logprob_entries(self.tokenizer, out)
+        state.content += content
+        state.tool_calls += calls
+        state.logprobs += logprobs
+        delta = ChoiceDelta(out.index, content, calls, logprobs)
+        if out.finished:
+            state.finish_reason = out.finish_reason
+            delta.finish_reason = final_reason(state, self.plan, bool(state.tool_calls), state.text)
+        return delta
+
+    def failure(self) -> str | None:
+        """The error of the first choice that failed, if one did."""
+        return next((s.error or "unknown error" for s in self.states if s.finish_reason == "error"), None)
+
+    def choices(self) -> list[ChatChoice]:
+        choices = []
+        for index, state in enumerate(self.states):
+            content: str | None = state.content
+            if state.tool_calls:  # around calls, only real words count as content
+                content = content.strip() or None
+            choices.append(ChatChoice(
+                index=index, message=AssistantMessage(content=content, tool_calls=state.tool_calls or None),
+                finish_reason=final_reason(state, self.plan, bool(state.tool_calls), state.text),
+                logprobs=ChoiceLogprobs(content=state.logprobs) if state.logprobs else None))
+        return choices
+
+    def usage(self) -> Usage:
+        prompt = len(self.plan.prompt_ids)
+        completion = sum(s.num_tokens for s in self.states)
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                     prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached_tokens))
+
+
 class ChatHandler:
-    def __init__(self, engine: AsyncEngine, model_name: str):
+    def __init__(self, engine: AsyncEngine, model_name: str, limits: ServeLimits):
         self.engine = engine
         self.model_name = model_name
+        self.limits = limits
 
     async def create(self, req: ChatCompletionRequest, raw_request: Request):
         if req.top_logprobs is not None and not req.logprobs:
@@ -132,84 +212,44 @@ class ChatHandler:
         requested = req.max_completion_tokens or req.max_tokens
         max_tokens = serving.resolve_max_tokens(
             requested, len(plan.prompt_ids), self.engine.max_model_len, "messages",
-            "max_completion_tokens" if req.max_completion_tokens else "max_tokens")
+            "max_completion_tokens" if req.max_completion_tokens else "max_tokens",
+            default=self.limits.default_max_tokens)
         params = serving.sampling_params(req, max_tokens, logprobs=(req.top_logprobs or 0) if req.logprobs else None)
         request_id = random_id("chatcmpl")
         streams = await serving.start_requests(self.engine, [plan.prompt_ids], params, request_id)
+        run = ChatRun(tokenizer, plan, req.n)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return serving.event_stream(
-                self.engine, streams, lambda: self._events(request_id, plan, streams, req.n, include_usage))
-        outputs = await serving.collect(self.engine, streams, raw_request)
-        return self._response(request_id, plan, outputs, req.n)
+            return serving.event_stream(self.engine, streams,
+                                        lambda: self._events(request_id, run, streams, include_usage))
+        for _, out in await serving.collect(self.engine, streams, raw_request):
+            run.apply(out)
+        if (error := run.failure()) is not None:
+            raise serving.generation_failed(error)
+        return ChatCompletionResponse(id=request_id, model=self.model_name, choices=run.choices(),
+                                      usage=run.usage())
 
-    def _response(self, request_id: str, plan: ChatPlan, outputs, n: int) -> ChatCompletionResponse:
-        states = [ChoiceState(text=plan.prefill) for _ in range(n)]
-        cached = 0
-        for _, out in outputs:
-            state = states[out.index]
-            state.text += out.new_text
-            state.num_tokens = out.num_output_tokens
-            state.logprobs += logprob_entries(self.engine.tokenizer, out)
-            cached = max(cached, out.num_cached_tokens)
-            if out.finished:
-                state.finish_reason, state.error = out.finish_reason, out.error
-        choices = []
-        for index, state in enumerate(states):
-            if state.finish_reason == "error":
-                raise serving.generation_failed(state.error)
-            content, calls = parse_tool_calls(state.text) if plan.parse_tools else (state.text, [])
-            message = AssistantMessage(content=content, tool_calls=calls or None)
-            choices.append(ChatChoice(
-                index=index, message=message, finish_reason=final_reason(state, plan, bool(calls), content),
-                logprobs=ChoiceLogprobs(content=state.logprobs) if state.logprobs else None))
-        return ChatCompletionResponse(id=request_id, model=self.model_name, choices=choices,
-                                      usage=_usage(len(plan.prompt_ids), states, cached))
-
-    async def _events(self, request_id: str, plan: ChatPlan, streams, n: int,
-                      include_usage: bool) -> AsyncIterator[str]:
+    async def _events(self, request_id: str, run: ChatRun, streams, include_usage: bool) -> AsyncIterator[str]:
         def chunk(index: int, delta: ChatDelta, **extra) -> str:
             choice = ChatChunkChoice(index=index, delta=delta, **extra)
             return serving.sse(ChatCompletionChunk(id=request_id, model=self.model_name, choices=[choice]))
 
-        states = [ChoiceState(text=plan.prefill) for _ in range(n)]
-        num_calls = [0] * n
-        cached = 0
-        for index, state in enumerate(states):
-            # The prefill is part of the answer: JSON mode's "{" shows now, a forced tool call's tag is held.
-            opening = state.parser.feed(plan.prefill)[0] if plan.parse_tools else plan.prefill
-            yield chunk(index, ChatDelta(role="assistant", content=opening))
+        num_calls = [0] * len(run.states)
+        for index, state in enumerate(run.states):
+            yield chunk(index, ChatDelta(role="assistant", content=state.content))
         async for _, out in serving.merged(streams):
-            state = states[out.index]
-            if out.finish_reason == "error":
-                yield serving.sse(serving.generation_failed(out.error).body())
+            delta = run.apply(out)
+            if delta.finish_reason == "error":
+                yield serving.sse(serving.generation_failed(delta.error).body())
                 return
-            new_text = out.new_text
-            state.text += new_text
-            state.num_tokens = out.num_output_tokens
-            cached = max(cached, out.num_cached_tokens)
-            content, calls = state.parser.feed(new_text) if plan.parse_tools else (new_text, [])
-            if out.finished and plan.parse_tools:
-                tail, last = state.parser.finish()
-                content, calls = content + tail, calls + last
-            logprobs = logprob_entries(self.engine.tokenizer, out)
-            if content or calls or logprobs:
-                deltas = [ToolCallDelta(index=num_calls[out.index] + i, id=c.id, type="function", function=c.function)
-                          for i, c in enumerate(calls)]
-                num_calls[out.index] += len(calls)
-                yield chunk(out.index, ChatDelta(content=content or None, tool_calls=deltas or None),
-                            logprobs=ChoiceLogprobs(content=logprobs) if logprobs else None)
-            if out.finished:
-                state.finish_reason = out.finish_reason
-                reason = final_reason(state, plan, num_calls[out.index] > 0, state.text)
-                yield chunk(out.index, ChatDelta(), finish_reason=reason)
+            if delta.content or delta.tool_calls or delta.logprobs:
+                calls = [ToolCallDelta(index=num_calls[delta.index] + i, id=c.id, type="function",
+                                       function=c.function) for i, c in enumerate(delta.tool_calls)]
+                num_calls[delta.index] += len(calls)
+                yield chunk(delta.index, ChatDelta(content=delta.content or None, tool_calls=calls or None),
+                            logprobs=ChoiceLogprobs(content=delta.logprobs) if delta.logprobs else None)
+            if delta.finish_reason:
+                yield chunk(delta.index, ChatDelta(), finish_reason=delta.finish_reason)
         if include_usage:
-            usage = _usage(len(plan.prompt_ids), states, cached)
-            yield serving.sse(ChatCompletionChunk(id=request_id, model=self.model_name, choices=[], usage=usage))
-
-
-def _usage(num_prompt_tokens: int, states: list[ChoiceState], cached: int) -> Usage:
-    completion = sum(s.num_tokens for s in states)
-    return Usage(prompt_tokens=num_prompt_tokens, completion_tokens=completion,
-                 total_tokens=num_prompt_tokens + completion,
-                 prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
+            yield serving.sse(ChatCompletionChunk(id=request_id, model=self.model_name, choices=[],
+                                                  usage=run.usage()))

@@ -16,6 +16,7 @@ from fastapi import Request
 from engine.infer import RequestOutput, TokenLogprob
 from engine.serve import serving
 from engine.serve.async_engine import AsyncEngine
+from engine.serve.limits import ServeLimits
 from engine.serve.protocol import (
     APIError,
     CompletionChoice,
@@ -49,12 +50,15 @@ class ChoiceState:
     started: bool = False
 
 
-def normalize_prompts(req: CompletionRequest, tokenizer) -> list[Prompt]:
+def normalize_prompts(req: CompletionRequest, tokenizer, max_prompts: int) -> list[Prompt]:
     raw = req.prompt
     if isinstance(raw, str) or (raw and isinstance(raw[0], int)):
         raw = [raw]
     if not raw:
         raise APIError("prompt is empty", param="prompt")
+    if len(raw) > max_prompts:  # before tokenizing any of them
+        raise APIError(f"prompt: {len(raw)} prompts in one request; this server takes at most {max_prompts}. "
+                       "Send them in several requests.", param="prompt", code="too_many_prompts")
     prompts = []
     for item in raw:
         if isinstance(item, str):
@@ -67,16 +71,17 @@ def normalize_prompts(req: CompletionRequest, tokenizer) -> list[Prompt]:
 
 
 class CompletionsHandler:
-    def __init__(self, engine: AsyncEngine, model_name: str):
+    def __init__(self, engine: AsyncEngine, model_name: str, limits: ServeLimits):
         self.engine = engine
         self.model_name = model_name
+        self.limits = limits
 
     async def create(self, req: CompletionRequest, raw_request: Request):
         if req.suffix:
             raise APIError("suffix is not supported", param="suffix")
         if req.best_of is not None and req.best_of != req.n:
             raise APIError("best_of other than n is not supported", param="best_of")
-        prompts = normalize_prompts(req, self.engine.tokenizer)
+        prompts = normalize_prompts(req, self.engine.tokenizer, self.limits.max_prompts)
         engine_max_tokens = max(req.max_tokens, 1)
         for prompt in prompts:
             serving.resolve_max_tokens(engine_max_tokens, len(prompt.ids), self.engine.max_model_len, "prompt")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine.netaddr import is_loopback
 from engine.progress import Progress, no_progress
+from engine.serve.limits import DEFAULT_MAX_TOKENS, MAX_PROMPTS, MAX_REQUEST_BYTES, ServeLimits
 
 STATS_EVERY_SECONDS = 5.0
 CANCEL_POLL_SECONDS = 0.2
@@ -45,6 +46,16 @@ class ServeArgs:
     """Reuse the KV cache of prompt prefixes seen before."""
     cpu_kv_cache_gb: float = 2.0
     """RAM for the KV cache when running on the CPU."""
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    """Largest request body in bytes; a bigger one gets 413 before it is read or tokenized."""
+    max_prompts: int = MAX_PROMPTS
+    """Most prompts one /v1/completions request may carry (a list of prompts); more is a 400."""
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
+    """Output tokens for a chat request that sets no max_tokens (less when the context has less room)."""
+
+    def limits(self) -> ServeLimits:
+        return ServeLimits(max_request_bytes=self.max_request_bytes, max_prompts=self.max_prompts,
+                           default_max_tokens=self.default_max_tokens)
 
 
 def check_args(args: ServeArgs) -> None:
@@ -54,6 +65,7 @@ def check_args(args: ServeArgs) -> None:
                          "set an API key or use host 127.0.0.1")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"port: must be in 0..65535, got {args.port}")
+    args.limits().check()
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -88,7 +100,7 @@ def run_server(args: ServeArgs, progress: Progress = no_progress, cancel: thread
         progress(1.0, f"loaded {name} (context {engine.max_model_len} tokens)")
         if cancel is not None and cancel.is_set():
             return
-        app = create_app(engine, name, api_key=args.api_key)
+        app = create_app(engine, name, api_key=args.api_key, limits=args.limits())
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
         asyncio.run(_serve(server, sock, app, progress, cancel))
 

@@ -46,8 +46,8 @@ def sampling_params(req: SamplingFields, max_tokens: int, logprobs: int | None =
 
 
 def resolve_max_tokens(requested: int | None, num_prompt_tokens: int, max_model_len: int,
-                       prompt_param: str, max_tokens_param: str = "max_tokens") -> int:
-    """Check prompt + output fit the context; None means "as many as fit" (vLLM's default)."""
+                       prompt_param: str, max_tokens_param: str = "max_tokens", default: int | None = None) -> int:
+    """Check prompt + output fit the context; None means `default`, or as many as fit when that is smaller."""
     room = max_model_len - num_prompt_tokens
     if room <= 0:
         raise APIError(
@@ -55,7 +55,7 @@ def resolve_max_tokens(requested: int | None, num_prompt_tokens: int, max_model_
             f"{num_prompt_tokens} tokens. Please shorten the prompt.",
             param=prompt_param, code="context_length_exceeded")
     if requested is None:
-        return room
+        return room if default is None else min(room, default)
     if requested > room:
         raise APIError(
             f"This model's maximum context length is {max_model_len} tokens. However, you requested "

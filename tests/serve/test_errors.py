@@ -58,10 +58,11 @@ def test_context_length_error_code(served):
     assert error["code"] == "context_length_exceeded" and "512" in error["message"]
 
 
-def test_not_json_is_400(served):
+def test_not_json_is_400_naming_no_param(served):
     response = httpx.post(served.base_url + "/v1/chat/completions", content=b"{nope", timeout=30,
                           headers={"content-type": "application/json"})
-    error_of(response, 400)
+    error = error_of(response, 400)
+    assert error["param"] is None and "line 1 column 2" in error["message"]
 
 
 def test_unknown_model_is_404_through_the_client(client):
