@@ -23,5 +23,4 @@ from engine.sandbox.policy import Isolation, Limits, SandboxError, isolation
 from engine.sandbox.program import Outcome, run_program
 from engine.sandbox.session import CellResult, PythonSession
 
-__all__ = ["CellResult", "Isolation", "Limits", "Outcome", "PythonSession", "SandboxError", "isolation",
-           "run_program"]
+__all__ = ["CellResult", "Isolation", "Limits", "Outcome", "PythonSession", "SandboxError", "isolation", "run_program"]

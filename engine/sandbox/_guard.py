@@ -25,10 +25,32 @@ ARCHES = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # audit arc
 IO_URING_SETUP = 425
 EPERM, EACCES, ENOSYS, AF_INET, AF_INET6 = 1, 13, 38, 2, 10
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-PROCESS_EVENTS = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-                  "os.forkpty", "pty.spawn", "os.startfile"}
-PATH_EVENTS = {"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.utime",
-               "os.link", "os.symlink", "os.rename", "shutil.rmtree", "shutil.move", "shutil.copyfile"}
+PROCESS_EVENTS = {
+    "subprocess.Popen",
+    "os.system",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "os.fork",
+    "os.forkpty",
+    "pty.spawn",
+    "os.startfile",
+}
+PATH_EVENTS = {
+    "os.remove",
+    "os.rmdir",
+    "os.mkdir",
+    "os.chmod",
+    "os.chown",
+    "os.truncate",
+    "os.utime",
+    "os.link",
+    "os.symlink",
+    "os.rename",
+    "shutil.rmtree",
+    "shutil.move",
+    "shutil.copyfile",
+}
 
 
 class Filter(ctypes.Structure):
@@ -42,11 +64,20 @@ class Program(ctypes.Structure):
 def install_seccomp(libc) -> None:
     arch, socket_nr = ARCHES[platform.machine()]
     code = [
-        (LD_ABS, 0, 0, 4), (JEQ, 1, 0, arch), (RET, 0, 0, SECCOMP_RET_ERRNO | EPERM),
-        (LD_ABS, 0, 0, 0), (JGE, 0, 1, 0x40000000), (RET, 0, 0, SECCOMP_RET_ERRNO | EPERM),
-        (JEQ, 0, 1, IO_URING_SETUP), (RET, 0, 0, SECCOMP_RET_ERRNO | ENOSYS),
-        (JEQ, 1, 0, socket_nr), (RET, 0, 0, SECCOMP_RET_ALLOW),
-        (LD_ABS, 0, 0, 16), (JEQ, 2, 0, AF_INET), (JEQ, 1, 0, AF_INET6), (RET, 0, 0, SECCOMP_RET_ALLOW),
+        (LD_ABS, 0, 0, 4),
+        (JEQ, 1, 0, arch),
+        (RET, 0, 0, SECCOMP_RET_ERRNO | EPERM),
+        (LD_ABS, 0, 0, 0),
+        (JGE, 0, 1, 0x40000000),
+        (RET, 0, 0, SECCOMP_RET_ERRNO | EPERM),
+        (JEQ, 0, 1, IO_URING_SETUP),
+        (RET, 0, 0, SECCOMP_RET_ERRNO | ENOSYS),
+        (JEQ, 1, 0, socket_nr),
+        (RET, 0, 0, SECCOMP_RET_ALLOW),
+        (LD_ABS, 0, 0, 16),
+        (JEQ, 2, 0, AF_INET),
+        (JEQ, 1, 0, AF_INET6),
+        (RET, 0, 0, SECCOMP_RET_ALLOW),
         (RET, 0, 0, SECCOMP_RET_ERRNO | EACCES),
     ]
     filters = (Filter * len(code))(*[Filter(*ins) for ins in code])

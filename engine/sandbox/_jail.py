@@ -53,8 +53,15 @@ PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 NOBODY = 65534
 # statvfs f_flag bits -> the mount flags a remount must repeat (the kernel refuses to drop locked ones).
-STATVFS_TO_MS = {1: MS_RDONLY, 2: MS_NOSUID, 4: MS_NODEV, 8: MS_NOEXEC, 1024: MS_NOATIME, 2048: MS_NODIRATIME,
-                 4096: MS_RELATIME}
+STATVFS_TO_MS = {
+    1: MS_RDONLY,
+    2: MS_NOSUID,
+    4: MS_NODEV,
+    8: MS_NOEXEC,
+    1024: MS_NOATIME,
+    2048: MS_NODIRATIME,
+    4096: MS_RELATIME,
+}
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -83,8 +90,11 @@ def kept_flags(path: str) -> int:
 
 def map_ids(inner_uid: int, outer_uid: int, inner_gid: int, outer_gid: int) -> None:
     """After unshare(CLONE_NEWUSER): map one uid/gid of the new namespace onto our own."""
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{inner_uid} {outer_uid} 1"),
-                       ("gid_map", f"{inner_gid} {outer_gid} 1")):
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{inner_uid} {outer_uid} 1"),
+        ("gid_map", f"{inner_gid} {outer_gid} 1"),
+    ):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
 
@@ -180,6 +190,14 @@ def exit_like(status: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
+def real_root() -> bool:
+    """Root of the whole machine (may become `nobody`), not root of a user namespace such as `unshare -r`'s."""
+    if os.getuid() != 0:
+        return False
+    with open("/proc/self/uid_map") as f:
+        return f.read().split() == ["0", "0", "4294967295"]
+
+
 def enter_namespaces(cfg: dict, status_fd: int) -> None:
     """Return in the process that becomes the program; the two above it only relay its end.
 
@@ -188,7 +206,8 @@ def enter_namespaces(cfg: dict, status_fd: int) -> None:
     in the namespace (daemons, setsid escapees). The program is not PID 1, so signals act on it as usual.
     """
     uid, gid = os.getuid(), os.getgid()
-    if uid == 0:
+    root = real_root()
+    if root:
         unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)
     else:
         unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)
@@ -213,7 +232,7 @@ def enter_namespaces(cfg: dict, status_fd: int) -> None:
         os._exit(0)
     os.close(relay_w)
     build_filesystem(cfg)
-    if uid == 0:
+    if root:
         os.setgroups([])
         os.setresgid(NOBODY, NOBODY, NOBODY)
         os.setresuid(NOBODY, NOBODY, NOBODY)
@@ -221,7 +240,8 @@ def enter_namespaces(cfg: dict, status_fd: int) -> None:
         check(libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(DUMPABLE)")
         inner_uid, inner_gid = NOBODY, NOBODY
     else:
-        inner_uid, inner_gid = uid, gid
+        # Never root in the last namespace, even when started as root of a user namespace (`unshare -r`).
+        inner_uid, inner_gid = uid or 1000, gid or 1000
     euid, egid = os.geteuid(), os.getegid()
     unshare(CLONE_NEWUSER)
     map_ids(inner_uid, euid, inner_gid, egid)

@@ -8,6 +8,7 @@ Standard library only.
 """
 
 import ast
+import contextlib
 import json
 import linecache
 import math
@@ -84,10 +85,8 @@ def main() -> None:
         allow_cpu(request["cpu_s"])
         result = run_cell(request["code"], number, namespace)
         for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
-            try:
+            with contextlib.suppress(Exception):  # the cell may have closed or replaced the stream
                 stream.flush()
-            except Exception:  # noqa: BLE001 - the cell may have closed or replaced it
-                pass
             os.write(fd, sentinel)
         replies.write(json.dumps(result) + "\n")
         replies.flush()

@@ -52,8 +52,13 @@ class Limits:
 
     def rlimits(self) -> dict:
         mib = 1024 * 1024
-        return {"cpu_s": self.cpu_s, "memory_bytes": self.memory_mb * mib, "processes": self.processes,
-                "file_size_bytes": self.file_size_mb * mib, "open_files": self.open_files}
+        return {
+            "cpu_s": self.cpu_s,
+            "memory_bytes": self.memory_mb * mib,
+            "processes": self.processes,
+            "file_size_bytes": self.file_size_mb * mib,
+            "open_files": self.open_files,
+        }
 
 
 @dataclass(frozen=True)
@@ -76,19 +81,42 @@ class Isolation:
 
 
 DESCRIPTIONS = {
-    "namespaces": ("network namespace", "read-only mount namespace; only the workspace is writable; home, temp "
-                   "and data directories are hidden", "PID namespace, RLIMIT_NPROC per sandbox"),
-    "seccomp": ("seccomp", "Python audit hook (refuses writes outside the workspace and reads of hidden paths; "
-                "native code can step around it)", "audit hook refuses process starts"),
-    "none": ("none", "Python audit hook (refuses writes outside the workspace and reads of hidden paths; native "
-             "code can step around it)", "audit hook refuses process starts"),
+    "namespaces": (
+        "network namespace",
+        "read-only mount namespace; only the workspace is writable; home, temp and data directories are hidden",
+        "PID namespace, RLIMIT_NPROC per sandbox",
+    ),
+    "seccomp": (
+        "seccomp",
+        "Python audit hook (refuses writes outside the workspace and reads of hidden paths; "
+        "native code can step around it)",
+        "audit hook refuses process starts",
+    ),
+    "none": (
+        "none",
+        "Python audit hook (refuses writes outside the workspace and reads of hidden paths; native "
+        "code can step around it)",
+        "audit hook refuses process starts",
+    ),
 }
 
 
 def default_hidden() -> list[str]:
     """Places sandboxed code must not read: homes, temp dirs, runtime sockets, the data dir."""
-    paths = ["/home", "/root", "/tmp", "/var/tmp", "/dev/shm", "/run", "/mnt", "/media", "/srv", str(Path.home()),
-             tempfile.gettempdir(), str(Path.home() / ".inkstone")]
+    paths = [
+        "/home",
+        "/root",
+        "/tmp",
+        "/var/tmp",
+        "/dev/shm",
+        "/run",
+        "/mnt",
+        "/media",
+        "/srv",
+        str(Path.home()),
+        tempfile.gettempdir(),
+        str(Path.home() / ".inkstone"),
+    ]
     if os.environ.get("INKSTONE_HOME"):
         paths.append(os.environ["INKSTONE_HOME"])
     return sorted({os.path.realpath(p) for p in paths})
@@ -98,8 +126,14 @@ def python_paths() -> list[str]:
     """What the sandboxed interpreter must still read inside hidden places: its prefixes and site-packages."""
     import site
 
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(os.path.realpath(sys.executable)), *site.getsitepackages()}
+    paths = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+        *site.getsitepackages(),
+    }
     return sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)})
 
 
@@ -107,24 +141,49 @@ def scrubbed_env(workspace: Path) -> dict[str, str]:
     """The only environment sandboxed code sees: nothing of the parent's (no tokens, no proxies)."""
     tmp = workspace / ".tmp"
     return {
-        "PATH": SYSTEM_PATH, "HOME": str(workspace), "TMPDIR": str(tmp), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-        "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
-        "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(tmp / "matplotlib"), "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "PATH": SYSTEM_PATH,
+        "HOME": str(workspace),
+        "TMPDIR": str(tmp),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONIOENCODING": "utf-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": str(tmp / "matplotlib"),
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
     }
+
+
+def real_root() -> bool:
+    """Root of the machine, whose sandboxes run as `nobody` (the same test as _jail.real_root)."""
+    if os.getuid() != 0:
+        return False
+    with open("/proc/self/uid_map") as f:
+        return f.read().split() == ["0", "0", "4294967295"]
 
 
 def prepare_workspace(workspace: Path, mode: str) -> None:
     """Make the workspace (and its .tmp) writable by the sandbox; as root the sandbox runs as `nobody`."""
     (workspace / ".tmp").mkdir(parents=True, exist_ok=True)
-    if mode == "namespaces" and os.getuid() == 0:
+    if mode == "namespaces" and real_root():
         for root, dirs, files in os.walk(workspace):
             for name in (root, *(os.path.join(root, n) for n in dirs + files)):
                 os.lchown(name, NOBODY, NOBODY)
 
 
-def launch(program: Sequence[str], workspace: Path, limits: Limits, *, hide: Sequence[str | os.PathLike] = (),
-           pass_fds: Sequence[int] = (), cpu_limit: bool = True, mode: str | None = None) -> subprocess.Popen:
+def launch(
+    program: Sequence[str],
+    workspace: Path,
+    limits: Limits,
+    *,
+    hide: Sequence[str | os.PathLike] = (),
+    pass_fds: Sequence[int] = (),
+    cpu_limit: bool = True,
+    mode: str | None = None,
+) -> subprocess.Popen:
     """Start `python <program...>` sandboxed in `workspace`, with pipes on stdin/stdout/stderr.
 
     The process leads its own session (kill the whole group with os.killpg). `pass_fds` are the only parent
@@ -142,14 +201,27 @@ def launch(program: Sequence[str], workspace: Path, limits: Limits, *, hide: Seq
     else:
         guard_cfg = {"workspace": str(workspace), "hide": hidden, "expose": exposed}
         argv = [*python, str(GUARD), json.dumps(guard_cfg), *program]
-    cfg = {"mode": mode, "workspace": str(workspace), "hide": hidden, "expose": exposed, "argv": argv,
-           "env": scrubbed_env(workspace), "limits": {**limits.rlimits(), **({} if cpu_limit else {"cpu_s": None})}}
+    cfg = {
+        "mode": mode,
+        "workspace": str(workspace),
+        "hide": hidden,
+        "expose": exposed,
+        "argv": argv,
+        "env": scrubbed_env(workspace),
+        "limits": {**limits.rlimits(), **({} if cpu_limit else {"cpu_s": None})},
+    }
     status_r, status_w = os.pipe()
     try:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(JAIL), json.dumps(cfg), str(status_w)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(status_w, *pass_fds),
-            start_new_session=True, close_fds=True, cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(status_w, *pass_fds),
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
+            env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
         )
     finally:
         os.close(status_w)

@@ -8,6 +8,7 @@ memory of the caller.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -87,17 +88,13 @@ def feed(stream, data: bytes) -> None:
     except (BrokenPipeError, OSError):
         pass  # the program ended or closed stdin without reading everything: not our error
     finally:
-        try:
+        with contextlib.suppress(OSError):
             stream.close()
-        except OSError:
-            pass
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def describe_end(returncode: int, timed_out: bool, timeout_s: float, limits: Limits) -> tuple[str, str, bool]:
@@ -155,10 +152,16 @@ def run_program(
             reader.join(timeout=5)
         status, reason, killed = describe_end(proc.returncode, timed_out, timeout_s, limits)
         return Outcome(
-            status=status, exit_code=proc.returncode if proc.returncode >= 0 and not timed_out else None,
-            stdout=out.text(), stderr=err.text(), duration_s=duration, killed=killed, reason=reason,
+            status=status,
+            exit_code=proc.returncode if proc.returncode >= 0 and not timed_out else None,
+            stdout=out.text(),
+            stderr=err.text(),
+            duration_s=duration,
+            killed=killed,
+            reason=reason,
             signal=-proc.returncode if proc.returncode < 0 and not timed_out else None,
-            isolation=isolation().mode, files=[] if own_workspace else list_files(root),
+            isolation=isolation().mode,
+            files=[] if own_workspace else list_files(root),
         )
     finally:
         if own_workspace:

@@ -9,6 +9,7 @@ The walls are the ones of `run_program` (same launcher, same limits).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -136,8 +137,9 @@ class PythonSession:
     Not for concurrent use: cells of one session run one at a time (calls are serialized).
     """
 
-    def __init__(self, workspace: str | os.PathLike, *, limits: Limits | None = None,
-                 hide: Sequence[str | os.PathLike] = ()):
+    def __init__(
+        self, workspace: str | os.PathLike, *, limits: Limits | None = None, hide: Sequence[str | os.PathLike] = ()
+    ):
         self.workspace = Path(workspace).resolve()
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.limits, self.hide = limits or Limits(), tuple(hide)
@@ -150,8 +152,14 @@ class PythonSession:
         reply_r, reply_w = os.pipe()
         try:
             # CPU time is limited per cell by the interpreter loop itself (a soft limit it raises each cell).
-            self._proc = launch(["-c", REPL_SOURCE, sentinel[1:-2].decode(), str(reply_w)], self.workspace,
-                                self.limits, hide=self.hide, pass_fds=(reply_w,), cpu_limit=False)
+            self._proc = launch(
+                ["-c", REPL_SOURCE, sentinel[1:-2].decode(), str(reply_w)],
+                self.workspace,
+                self.limits,
+                hide=self.hide,
+                pass_fds=(reply_w,),
+                cpu_limit=False,
+            )
         except BaseException:
             os.close(reply_r)
             raise
@@ -169,10 +177,8 @@ class PythonSession:
         for reader in (self._out, self._err):
             reader.ended.wait(2.0)  # the pipes reach their end once the sandbox's processes are gone
         for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr, self._replies):
-            try:
+            with contextlib.suppress(OSError):
                 stream.close()
-            except OSError:
-                pass
         self._proc = None
 
     def run(self, code: str, timeout_s: float = 30.0) -> CellResult:
@@ -200,8 +206,12 @@ class PythonSession:
             line = b""
         if line:
             reply = json.loads(line)
-            return CellResult(stdout=self._out.next_cell(SENTINEL_WAIT_S), stderr=self._err.next_cell(SENTINEL_WAIT_S),
-                              value=reply["value"], error=reply["error"])
+            return CellResult(
+                stdout=self._out.next_cell(SENTINEL_WAIT_S),
+                stderr=self._err.next_cell(SENTINEL_WAIT_S),
+                value=reply["value"],
+                error=reply["error"],
+            )
         timed_out = line is None
         if timed_out:
             why = f"TimeoutError: the cell ran longer than {timeout_s:g} s and was killed"
@@ -213,8 +223,13 @@ class PythonSession:
         self._stop()
         stdout, stderr = self._out.leftover(), self._err.leftover()
         self._start()
-        return CellResult(stdout=stdout, stderr=stderr, timed_out=timed_out, restarted=True,
-                          error=f"{why}; a new session was started and earlier variables are lost")
+        return CellResult(
+            stdout=stdout,
+            stderr=stderr,
+            timed_out=timed_out,
+            restarted=True,
+            error=f"{why}; a new session was started and earlier variables are lost",
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -35,8 +35,12 @@ def test_mbpp_verdicts_with_setup_code():
 
 
 def test_run_many_keeps_order_and_reports_progress():
-    programs = [humaneval("    return a + b\n"), humaneval("    return a * b\n"),
-                humaneval("    while True:\n        pass\n"), mbpp_program("x = 1", ["assert x == 1"])]
+    programs = [
+        humaneval("    return a + b\n"),
+        humaneval("    return a * b\n"),
+        humaneval("    while True:\n        pass\n"),
+        mbpp_program("x = 1", ["assert x == 1"]),
+    ]
     seen = []
     results = run_many(programs, workers=2, timeout_s=2.0, progress=lambda done, total: seen.append((done, total)))
     assert [r.status for r in results] == ["pass", "fail", "timeout", "pass"]

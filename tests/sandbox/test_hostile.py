@@ -35,15 +35,18 @@ def test_cpu_limit_ends_a_busy_program_before_the_timeout(mode):
 
 
 def test_program_that_ignores_sigterm_is_killed(mode):
-    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n" \
-           "time.sleep(120)"
+    code = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
+        "time.sleep(120)"
+    )
     out = run_program(code, timeout_s=1.5, limits=SMALL)
     assert out.status == "timeout" and out.stdout == "ready\n"
 
 
 def test_memory_bomb_hits_the_address_space_limit(mode):
-    out = run_program("blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 2**20))", timeout_s=GOOD,
-                      limits=SMALL)
+    out = run_program(
+        "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 2**20))", timeout_s=GOOD, limits=SMALL
+    )
     assert out.status == "error" and out.error_line == "MemoryError"
 
 
@@ -67,8 +70,9 @@ def test_fork_bomb_is_contained_and_nothing_survives(mode, tmp_path):
 
 
 def test_huge_output_is_capped_and_the_program_killed_at_the_timeout(mode):
-    out = run_program("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", timeout_s=1.5,
-                      limits=Limits(output_bytes=10_000))
+    out = run_program(
+        "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", timeout_s=1.5, limits=Limits(output_bytes=10_000)
+    )
     assert out.status == "timeout"
     kept, marker = out.stdout[:10_000], out.stdout[10_000:]
     assert kept == "x" * 10_000 and marker.startswith("\n[... output truncated: ")
@@ -170,8 +174,9 @@ def test_namespace_mode_whole_tree_is_read_only_but_the_workspace(namespaces):
     out = run_program(code, timeout_s=GOOD)
     assert out.ok, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[:3] == [f"{p} refused 30" for p in ("/usr/inkstone-probe", "/etc/inkstone-probe",
-                                                       "/tmp/inkstone-probe")]  # EROFS
+    assert lines[:3] == [
+        f"{p} refused 30" for p in ("/usr/inkstone-probe", "/etc/inkstone-probe", "/tmp/inkstone-probe")
+    ]  # EROFS
     assert lines[3] == "ok.txt written"
     assert not os.path.exists("/usr/inkstone-probe") and not os.path.exists("/etc/inkstone-probe")
 
@@ -183,6 +188,19 @@ def test_fallback_refuses_process_starts(monkeypatch):
 
 
 def test_file_size_limit(mode):
-    out = run_program("open('big.bin', 'wb').write(b'0' * (3 * 2**20))", timeout_s=GOOD,
-                      limits=Limits(file_size_mb=1))
+    out = run_program("open('big.bin', 'wb').write(b'0' * (3 * 2**20))", timeout_s=GOOD, limits=Limits(file_size_mb=1))
     assert out.status == "error" and "File too large" in out.error_line
+
+
+def test_namespace_mode_walls_cannot_be_taken_down_from_inside(namespaces, hidden_dir):
+    code = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print('umount', libc.umount2(b'/tmp', 2), 'remount', libc.mount(None, b'/usr', None, 32 | 4096, None))\n"
+        "print('unshare', libc.unshare(0x10000000 | 0x00020000))  # a user + mount namespace of its own\n"
+        "print('umount again', libc.umount2(b'/tmp', 2))\n"
+        f"print(os.path.exists({str(hidden_dir)!r}))\n"
+    )
+    out = run_program(code, timeout_s=GOOD)
+    assert out.ok, out.stderr
+    assert out.stdout.splitlines() == ["umount -1 remount -1", "unshare 0", "umount again -1", "False"]

@@ -10,8 +10,9 @@ GOOD = 30.0  # timeout for programs that end on their own: generous, since the t
 
 
 def test_runs_a_program_with_stdin_and_reports_its_end(mode):
-    out = run_program("import sys\nname = input()\nprint('hello', name[::-1])\nsys.exit(3)", stdin="abc\n",
-                      timeout_s=GOOD)
+    out = run_program(
+        "import sys\nname = input()\nprint('hello', name[::-1])\nsys.exit(3)", stdin="abc\n", timeout_s=GOOD
+    )
     assert (out.status, out.exit_code, out.stdout, out.killed) == ("error", 3, "hello cba\n", False)
     assert out.reason == "exited with status 3" and out.isolation == mode
 
@@ -29,8 +30,12 @@ def test_chinese_text_round_trips(mode):
 
 
 def test_files_are_written_into_a_given_workspace_and_listed(mode, tmp_path):
-    out = run_program("import helper\nopen('out/result.txt', 'w').write(helper.VALUE)", timeout_s=GOOD,
-                      files={"helper.py": "VALUE = 'from helper'\n", "out/.keep": b""}, workspace=tmp_path)
+    out = run_program(
+        "import helper\nopen('out/result.txt', 'w').write(helper.VALUE)",
+        timeout_s=GOOD,
+        files={"helper.py": "VALUE = 'from helper'\n", "out/.keep": b""},
+        workspace=tmp_path,
+    )
     assert out.ok, out.stderr
     assert (tmp_path / "out" / "result.txt").read_text() == "from helper"
     assert out.files == ["helper.py", "main.py", "out/.keep", "out/result.txt"]
@@ -79,8 +84,7 @@ def test_no_descriptor_of_the_parent_is_inherited(mode, tmp_path):
     leaked = os.open(tmp_path / "parent.txt", os.O_CREAT | os.O_WRONLY)
     os.set_inheritable(leaked, True)
     try:
-        out = run_program("import os; print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))",
-                          timeout_s=GOOD)
+        out = run_program("import os; print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))", timeout_s=GOOD)
     finally:
         os.close(leaked)
     assert out.ok, out.stderr

@@ -12,7 +12,9 @@ from tests.sandbox.conftest import leftovers
 
 GOOD = 30.0
 # A 1x1 PNG, written by the cell as bytes so the test needs no imaging library inside the sandbox.
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 
 
 @pytest.fixture
@@ -44,15 +46,16 @@ def test_errors_come_back_as_tracebacks_and_the_session_lives_on(session):
 
 
 def test_stdout_and_stderr_of_c_level_writes_are_kept_per_cell(session):
-    result = session.run("import os, sys\nos.write(1, b'raw out\\n')\nprint('warn', file=sys.stderr)",
-                         timeout_s=GOOD)
+    result = session.run("import os, sys\nos.write(1, b'raw out\\n')\nprint('warn', file=sys.stderr)", timeout_s=GOOD)
     assert result.stdout == "raw out\n" and result.stderr == "warn\n"
     assert session.run("1 + 1", timeout_s=GOOD).stdout == ""
 
 
 def test_files_written_in_a_cell_are_listed_images_apart(session):
-    code = f"open('plot.png', 'wb').write({PNG!r})\nimport os\nos.makedirs('out', exist_ok=True)\n" \
-           "open('out/data.csv', 'w').write('a,b\\n1,2\\n')"
+    code = (
+        f"open('plot.png', 'wb').write({PNG!r})\nimport os\nos.makedirs('out', exist_ok=True)\n"
+        "open('out/data.csv', 'w').write('a,b\\n1,2\\n')"
+    )
     result = session.run(code, timeout_s=GOOD)
     assert result.ok, result.error
     assert result.files == ["out/data.csv", "plot.png"] and result.images == ["plot.png"]
@@ -93,8 +96,9 @@ def test_an_interpreter_that_dies_is_restarted(session):
 
 def test_close_kills_the_process_tree(mode, tmp_path):
     py = PythonSession(tmp_path / "ws")
-    py.run("import subprocess\nchild = subprocess.Popen(['sleep', '60'])" if mode == "namespaces" else "1",
-           timeout_s=GOOD)
+    py.run(
+        "import subprocess\nchild = subprocess.Popen(['sleep', '60'])" if mode == "namespaces" else "1", timeout_s=GOOD
+    )
     assert len(leftovers(py.workspace)) >= (2 if mode == "namespaces" else 1)  # interpreter, sleep
     py.close()
     assert leftovers(py.workspace) == []
