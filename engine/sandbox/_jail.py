@@ -5,17 +5,18 @@ single-threaded process; forking a multithreaded parent (the app, an eval's thre
 there can deadlock. This file is run by path with `python -I`, so it uses the standard library only and
 never imports the engine package.
 
-Namespace mode (Linux with user namespaces, or root):
-  1. new mount, network and PID namespaces (and a user namespace mapping us to root in it when we are not
-     root), then a fork: the child is PID 1 of the new PID namespace, so when it ends the kernel kills every
-     process it left behind; this process waits and hands its exit status to the caller;
-  2. the child mounts a fresh /proc (no view of the host's processes and their environments), makes every
-     mount read-only, covers the hidden paths (home, /tmp, the data dir, ...) with empty read-only tmpfs,
-     binds back what Python needs (its prefixes, read-only) and the workspace (read-write);
-  3. as root it becomes `nobody` (so RLIMIT_NPROC applies and nothing is root-owned-writable);
-  4. it enters one more user namespace in which it is not root, so no capability survives the execve and the
-     mounts above cannot be undone; the process limit then counts this sandbox's processes only;
-  5. rlimits, parent-death signal, no_new_privs, chdir to the workspace, execve.
+Namespace mode (Linux with unprivileged user namespaces, or the machine's root), three processes:
+  1. this one: new mount, network and PID namespaces (plus a user namespace in which we are root, unless we are
+     the machine's root), then a fork; it stays outside the new PID namespace and ends the way the program ends;
+  2. its child, PID 1 of the new PID namespace: mounts a fresh /proc (no view of the host's processes and their
+     environments), makes every mount read-only, covers the hidden paths (home, /tmp, the data dir, ...) with
+     empty read-only tmpfs, binds back what Python needs (its prefixes, read-only) and the workspace
+     (read-write), forks the program and reaps; when it exits, the kernel kills whatever the program left in
+     the namespace (daemons, setsid escapees). The program is not PID 1, so signals act on it as usual;
+  3. the program: as the machine's root it becomes `nobody` (so RLIMIT_NPROC applies and root-owned files are
+     not writable); it enters one more user namespace in which it is not root, so no capability survives the
+     execve and the mounts cannot be undone, and the process limit counts this sandbox's processes only; then
+     rlimits, parent-death signal, no_new_privs, chdir to the workspace, execve.
 The network namespace has only a loopback interface, down: every connect fails with "Network is unreachable".
 
 Fallback mode (no namespaces allowed): rlimits, no_new_privs, a seccomp filter that refuses AF_INET/AF_INET6
@@ -272,6 +273,9 @@ def main() -> None:
     status_fd = int(sys.argv[2])
     os.set_inheritable(status_fd, False)
     try:
+        if cfg["die_with_caller"]:
+            # Only for a caller thread that waits for us: the signal fires when the spawning *thread* ends.
+            check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
         if cfg["mode"] == "namespaces":
             enter_namespaces(cfg, status_fd)
         elif cfg["mode"] == "seccomp":
@@ -282,7 +286,8 @@ def main() -> None:
             _guard.install_seccomp(libc)
         apply_limits(cfg["limits"] if cfg["mode"] == "namespaces" else fallback_limits(cfg["limits"]))
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
-        check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
+        if cfg["mode"] == "namespaces":
+            check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")  # dies with init
         os.chdir(cfg["workspace"])
         os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
     except BaseException as exc:  # noqa: BLE001 - every setup failure goes back to the caller as text

@@ -18,7 +18,7 @@ import signal
 import sys
 import traceback
 
-VALUE_CAP = 20_000
+TEXT_CAP = 20_000  # a repr or a traceback longer than this is cut
 
 
 class CPUTimeExceeded(Exception):
@@ -38,6 +38,16 @@ def allow_cpu(seconds: int) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
     soft = math.ceil(cpu_used() + seconds)
     resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+
+
+def clip(text: str, keep_end: bool = False) -> str:
+    """Cut a long text; a traceback keeps its end, where the exception is named."""
+    if len(text) <= TEXT_CAP:
+        return text
+    cut = f"\n... [{len(text) - TEXT_CAP} characters cut] ...\n"
+    if keep_end:
+        return text[: TEXT_CAP // 2] + cut + text[-TEXT_CAP // 2 :]
+    return text[:TEXT_CAP] + cut
 
 
 def format_error(exc: BaseException) -> str:
@@ -62,12 +72,9 @@ def run_cell(code: str, number: int, namespace: dict) -> dict:
         if value is None:
             return {"value": None, "error": None}
         namespace["_"] = value
-        text = repr(value)
-        if len(text) > VALUE_CAP:
-            text = text[:VALUE_CAP] + f"... [{len(text) - VALUE_CAP} more characters]"
-        return {"value": text, "error": None}
+        return {"value": clip(repr(value)), "error": None}
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt end the cell, not the session
-        return {"value": None, "error": format_error(exc)}
+        return {"value": None, "error": clip(format_error(exc), keep_end=True)}
 
 
 def main() -> None:

@@ -122,6 +122,11 @@ def default_hidden() -> list[str]:
     return sorted({os.path.realpath(p) for p in paths})
 
 
+def hideable(paths) -> list[str]:
+    """Hiding "/" (a service user's home, a careless argument) would hide Python itself."""
+    return sorted({os.path.realpath(p) for p in paths} - {"/"})
+
+
 def python_paths() -> list[str]:
     """What the sandboxed interpreter must still read inside hidden places: its prefixes and site-packages."""
     import site
@@ -182,18 +187,21 @@ def launch(
     hide: Sequence[str | os.PathLike] = (),
     pass_fds: Sequence[int] = (),
     cpu_limit: bool = True,
+    die_with_caller: bool = True,
     mode: str | None = None,
 ) -> subprocess.Popen:
     """Start `python <program...>` sandboxed in `workspace`, with pipes on stdin/stdout/stderr.
 
     The process leads its own session (kill the whole group with os.killpg). `pass_fds` are the only parent
     descriptors it inherits besides its pipes. `cpu_limit=False` leaves RLIMIT_CPU unset (a session limits
-    each cell itself). Raises SandboxError when the sandbox cannot be set up.
+    each cell itself). `die_with_caller` kills the sandbox when the calling thread ends: right for a call that
+    waits for the end, wrong for a session that outlives the thread that opened it (a session ends instead
+    when its stdin closes). Raises SandboxError when the sandbox cannot be set up.
     """
     mode = mode or isolation().mode
     workspace = Path(os.path.realpath(workspace))
     prepare_workspace(workspace, mode)
-    hidden = sorted({*default_hidden(), *(os.path.realpath(p) for p in hide)})
+    hidden = hideable([*default_hidden(), *hide])
     exposed = python_paths()
     python = [sys.executable, "-E", "-s", "-B"]
     if mode == "namespaces":
@@ -208,6 +216,7 @@ def launch(
         "expose": exposed,
         "argv": argv,
         "env": scrubbed_env(workspace),
+        "die_with_caller": die_with_caller,
         "limits": {**limits.rlimits(), **({} if cpu_limit else {"cpu_s": None})},
     }
     status_r, status_w = os.pipe()

@@ -159,6 +159,7 @@ class PythonSession:
                 hide=self.hide,
                 pass_fds=(reply_w,),
                 cpu_limit=False,
+                die_with_caller=False,
             )
         except BaseException:
             os.close(reply_r)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 import time
 
 import pytest
@@ -104,3 +105,19 @@ def test_close_kills_the_process_tree(mode, tmp_path):
     assert leftovers(py.workspace) == []
     with pytest.raises(RuntimeError, match="closed"):
         py.run("1")
+
+
+def test_session_outlives_the_thread_that_opened_it(mode, tmp_path):
+    opened = []
+    opener = threading.Thread(target=lambda: opened.append(PythonSession(tmp_path / "ws")))
+    opener.start()
+    opener.join()
+    with opened[0] as py:
+        time.sleep(0.5)  # a parent-death signal tied to the ended thread would have fired by now
+        assert py.run("'alive'", timeout_s=GOOD).value == "'alive'"
+
+
+def test_long_values_and_tracebacks_are_cut_keeping_the_exception(session):
+    assert len(session.run("'x' * 100_000", timeout_s=GOOD).value) < 21_000
+    error = session.run("raise ValueError('y' * 100_000 + ' END')", timeout_s=GOOD).error
+    assert len(error) < 21_000 and error.rstrip().endswith("END") and "characters cut" in error
