@@ -9,6 +9,7 @@ reasons, samples, histograms, duplicate clusters) and `recipe.json` (to rebuild 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -16,6 +17,8 @@ import os
 import shutil
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +30,8 @@ from engine.data.recipe import Format, Recipe
 from engine.data.shard import process_shard, shard_paths
 from engine.data.stats import CHAR_BINS, TOKEN_BINS, Stats, hist_add, histogram, sample
 from engine.data.writers import SplitWriter
-from engine.progress import Cancelled, Progress, check_cancel, no_progress
+from engine.procs import reset_child_signals, sigterm_deferred
+from engine.progress import Progress, check_cancel, no_progress
 
 CLUSTERS_SHOWN = 20
 
@@ -45,17 +49,30 @@ class RunOptions:
     shard_bytes: int = 32 << 20  # the most; smaller when that leaves cores idle
 
 
-def _work_dir(opts: RunOptions, recipe: Recipe, shard_bytes: int) -> Path:
-    """The shard folder; wiped when the recipe, inputs, columns or shard size differ from the run that filled it."""
+def _work_dir(opts: RunOptions, recipe: Recipe, files: list, shard_bytes: int) -> tuple[Path, str]:
+    """The shard folder, and what became of an earlier run's shards in it (empty when there was none).
+
+    Finished shards are kept only when the recipe, the inputs (path, size and modification time of every
+    file), the columns and the shard size all match the run that wrote them; otherwise the folder is wiped.
+    """
     work = opts.output / ".work"
-    key = hashlib.sha256(json.dumps([recipe.to_json(), opts.inputs, vars(opts.columns), shard_bytes],
+    inputs = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p, _ in files]
+    key = hashlib.sha256(json.dumps([recipe.to_json(), inputs, vars(opts.columns), shard_bytes],
                                     sort_keys=True).encode()).hexdigest()
     stamp = work / "key"
-    if work.exists() and (not stamp.exists() or stamp.read_text() != key):
-        shutil.rmtree(work)
+    note = ""
+    if work.exists():
+        if stamp.exists() and stamp.read_text() == key:
+            finished = len(list(work.glob("shard-*.stats.json")))
+            note = f"reusing {finished} finished shards of an earlier run" if finished else ""
+        else:
+            note = "an earlier run's shards do not match this recipe and these inputs: starting fresh"
+            shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(key)
-    return work
+    tmp = stamp.with_name("key.part")
+    tmp.write_text(key)
+    os.replace(tmp, stamp)
+    return work, note
 
 
 def _run_shards(shards, recipe: Recipe, opts: RunOptions, work: Path, progress: Progress,
@@ -78,23 +95,38 @@ def _run_shards(shards, recipe: Recipe, opts: RunOptions, work: Path, progress: 
             check_cancel(cancel)
             finished(process_shard(*a))
         return stats
-    with multiprocessing.get_context("fork").Pool(workers) as pool:  # no torch/CUDA here: fork is safe
-        results = pool.imap_unordered(_process, args)
-        for _ in args:
-            while True:  # wake twice a second so a cancel does not wait for a whole shard
-                if cancel is not None and cancel.is_set():
-                    pool.terminate()
-                    raise Cancelled("cancelled")
-                try:
-                    finished(results.next(timeout=0.5))
-                    break
-                except multiprocessing.TimeoutError:
-                    continue
+    _in_pool(args, workers, finished, cancel)
     return stats
 
 
-def _process(a) -> Stats:
-    return process_shard(*a)
+def _in_pool(args: list, workers: int, finished, cancel: threading.Event | None) -> None:
+    """process_shard over args in `workers` forked processes, handing each result to `finished` as it comes.
+
+    The children take SIGTERM's default action and die with this process; the pool ends by a clean shutdown
+    after the last shard, and by SIGKILL to every child on cancel or error, so no child is ever waited on while
+    it holds the queue's lock. A child that dies (the OOM killer, a crash) fails the run.
+    """
+    before = set(multiprocessing.active_children())
+    with sigterm_deferred():  # no child may run this process's SIGTERM handler, even before its initializer
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),  # no torch/CUDA here
+                                   initializer=reset_child_signals, initargs=(os.getpid(),))
+        pending = {pool.submit(process_shard, *a) for a in args}
+    children = set(multiprocessing.active_children()) - before
+    try:
+        while pending:
+            check_cancel(cancel)
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)  # wake for a cancel
+            for future in done:
+                finished(future.result())
+    except BrokenProcessPool:
+        raise RuntimeError("a shard worker process died (killed, or out of memory?); retry the job to "
+                           "continue from the finished shards") from None
+    finally:
+        if pending:
+            for child in children:
+                with contextlib.suppress(OSError):
+                    child.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _dedup(recipe: Recipe, work: Path, n_shards: int, stats: Stats) -> tuple[np.ndarray, np.ndarray | None]:
@@ -145,8 +177,8 @@ def run_recipe(recipe: Recipe, opts: RunOptions, progress: Progress = no_progres
     total = sum(p.stat().st_size for p, _ in files)
     shard_bytes = min(opts.shard_bytes, max(1 << 20, total // (4 * workers)))  # ≥ 4 shards a core when large
     shards = plan_shards(files, shard_bytes)
-    work = _work_dir(opts, recipe, shard_bytes)
-    progress(0.0, f"{len(files)} files in {len(shards)} shards")
+    work, earlier = _work_dir(opts, recipe, files, shard_bytes)
+    progress(0.0, f"{len(files)} files in {len(shards)} shards" + (f"; {earlier}" if earlier else ""))
     stats = _run_shards(shards, recipe, opts, work, progress, cancel)
     stats.merge(pre)
     check_cancel(cancel)

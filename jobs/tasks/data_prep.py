@@ -65,6 +65,18 @@ def _tokenizer_path(root: Path, ref: str) -> str:
     return resolve_model(root, ref).path
 
 
+def _first_attempt(root: Path, job_id: int) -> int:
+    """The job a chain of retries started from: every retry writes into its folder and so reuses its shards."""
+    from app.db import session
+    from app.tables import Job
+
+    with session(root) as s:
+        job = s.get(Job, job_id)
+        while job.retry_of:
+            job = s.get(Job, job.retry_of)
+        return job.id
+
+
 def _register(root: Path, name: str, output: Path, manifest: dict, inputs: list[str], job_id: int) -> int:
     from sqlmodel import select
 
@@ -99,7 +111,8 @@ def run(args: DataPrepArgs, ctx: JobContext) -> dict:
         recipe.steps = [s for s in recipe.steps if s[0] != "tokenize"]
         tokenize = Tokenize(_tokenizer_path(ctx.root, args.tokenizer))
         recipe.steps.insert(min(at, len(recipe.steps)), ("tokenize", tokenize))
-    name = args.name or (Path(args.output).name if args.output else f"{_slug(recipe.name)}-job{ctx.job_id}")
+    first = _first_attempt(ctx.root, ctx.job_id)
+    name = args.name or (Path(args.output).name if args.output else f"{_slug(recipe.name)}-job{first}")
     output = Path(args.output).expanduser() if args.output else ctx.root / "datasets" / _slug(name)
     output = output.resolve()
     inputs = [str(Path(p).expanduser().resolve()) for p in args.paths()]
