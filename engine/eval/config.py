@@ -1,0 +1,75 @@
+"""The arguments of one evaluation run: the same dataclass feeds the `eval` job, the CLI flags and the UI form.
+
+Every choice that changes a score (mode, shots and their sampler, chain-of-thought, base or chat prompt,
+CircularEval, split, samples) is a field here and part of the run's settings hash, so two results are only
+compared when they were produced the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+SCORE_FIELDS = ("mode", "shots", "sampler", "seed", "cot", "style", "circular", "split", "limit", "samples",
+                "temperature", "max_tokens")
+
+
+@dataclass
+class EvalConfig:
+    model: str = "smollm2-135m-instruct"
+    """Registered model name or id, or a model folder."""
+    tasks: str = "arc_easy"
+    """Comma-separated tasks (mmlu, mmlu_<subject>, arc_easy, arc_challenge, hellaswag, winogrande, piqa, gsm8k,
+    math500, humaneval, mbpp) or paths of your own .csv/.jsonl sets."""
+    mode: Literal["ppl", "gen"] = "ppl"
+    """ppl: the option with the highest log-likelihood; gen: generate, then extract the answer."""
+    shots: int = 0
+    """Few-shot examples before each question."""
+    sampler: Literal["", "first_n", "random"] = ""
+    """How few-shot examples are picked: first_n, random (seeded), or empty for the task's default (lm-eval's)."""
+    seed: int = 1234
+    """Seed of the few-shot sampler and of sampling when temperature > 0."""
+    cot: bool = False
+    """Chain-of-thought prompts (generation mode): ask for reasoning before the answer."""
+    style: Literal["base", "chat"] = "base"
+    """base: plain text prompts as lm-eval; chat: the model's chat template."""
+    circular: bool = False
+    """CircularEval for multiple-choice tasks: every rotation of the options must be answered right."""
+    limit: int = 0
+    """Evaluate only the first N questions of each task (0: all)."""
+    split: str = ""
+    """Data split (default: the task's, e.g. test for MMLU and ARC)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Model dtype; float32 matches lm-evaluation-harness's default."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda[:N]."""
+    samples: int = 1
+    """Samples per question in generation mode (pass@k needs n >= k and temperature > 0)."""
+    temperature: float = 0.0
+    """Sampling temperature in generation mode; 0 is greedy."""
+    max_tokens: int = 0
+    """Generation budget per answer (0: the task's default)."""
+    output: str = ""
+    """Write {"results": {task: {metric: value}}, "settings": …} to this JSON file."""
+
+    def validate(self) -> None:
+        from engine.eval.tasks import expand
+
+        expand(self.tasks)
+        if self.shots < 0 or self.limit < 0 or self.max_tokens < 0:
+            raise ValueError("shots, limit, max_tokens: must be >= 0")
+        if self.samples < 1:
+            raise ValueError(f"samples: must be >= 1, got {self.samples}")
+        if self.samples > 1 and self.temperature <= 0:
+            raise ValueError("temperature: several samples per question need temperature > 0")
+        if self.temperature < 0:
+            raise ValueError(f"temperature: must be >= 0, got {self.temperature}")
+
+    def settings(self) -> dict:
+        """The choices that change a score, as recorded with every result."""
+        return {k: v for k, v in asdict(self).items() if k in SCORE_FIELDS}
+
+    def settings_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:10]
