@@ -7,10 +7,12 @@ the kernel permits and says it in words the UI can show.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -239,6 +241,8 @@ def launch(
     finally:
         os.close(status_r)
     if message:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # a jail that never started must not linger
         proc.wait()
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             stream.close()
@@ -275,7 +279,11 @@ def _probe() -> Isolation:
             except SandboxError as exc:
                 reasons.append(str(exc))
                 continue
-            proc.communicate(timeout=60)
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
             if proc.returncode != 0:
                 reasons.append(f"{mode}: the probe program exited with {proc.returncode}")
                 continue
