@@ -16,7 +16,7 @@ from app.tables import Job, Metric
 from jobs import status as st
 from jobs.kinds import get_kind
 from jobs.queue import get_huey
-from jobs.secret_env import write_secrets
+from jobs.secret_env import read_secrets, write_secrets
 from jobs.transitions import finish, request_cancel
 
 
@@ -78,7 +78,7 @@ def retry(root: Path, job_id: int) -> Job:
     if job.status not in (st.FAILED, st.CANCELLED, st.INTERRUPTED):
         raise ValueError(f"job {job_id} is {job.status}; only failed, cancelled or interrupted jobs can be retried")
     return submit(root, job.kind, job.params, title=job.title, retry_of=job.id,
-                  model_id=job.model_id, dataset_id=job.dataset_id)
+                  model_id=job.model_id, dataset_id=job.dataset_id, secrets=read_secrets(root, job.id))
 
 
 def job_metrics(root: Path, job_id: int, since_id: int = 0) -> list[Metric]:

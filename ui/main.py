@@ -45,11 +45,14 @@ def healthz(request: Request):
 
 @ui.page("/signin")
 def signin_page():
+    # A plain HTML form (GET /?token=…): before sign-in the guard lets no websocket through, so a button with a
+    # server-side handler would never fire.
     ui.page_title("Inkstone")
-    with ui.card().classes("absolute-center w-96"):
+    with ui.card().classes("absolute-center w-96"), ui.element("form").props('method=get action="/"') \
+            .classes("w-full flex flex-col gap-2"):
         ui.label(t("Enter the access token to continue.")).classes("text-lg")
-        token = ui.input(t("Access token"), password=True).classes("w-full")
-        ui.button(t("Sign in"), on_click=lambda: ui.navigate.to(f"/?token={token.value}"))
+        ui.input(t("Access token"), password=True).props("name=token autofocus").classes("w-full")
+        ui.button(t("Sign in")).props("type=submit")
 
 
 def register_bundled_model_once() -> None:
