@@ -5,9 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from app.registry import register_folder
+import pytest
+
+from app.registry import BUNDLED_MARKER, list_models, register_folder
+from engine.models.bundled import BUNDLED_NAME
 from jobs.api import get_job, list_jobs, submit
-from tests.helpers import REPO, child_env
+from jobs.consumer import consumer_running
+from tests.helpers import REPO, child_env, start_consumer, wait_for
 
 
 def cli(home, *args):
@@ -53,3 +57,39 @@ def test_jobs_commands(home):
     assert code == 2 and "no job with id 999" in out
     code, out = cli(home, "selftest", "--help")
     assert code == 0 and "Tokens to generate" in out
+
+
+def test_a_consumer_started_on_its_own_runs_the_cli_job(home, tiny_model_dir, tmp_path):
+    register_folder(home, tiny_model_dir("llama"), name="tiny")
+    consumer = start_consumer(home, tmp_path / "consumer.log")
+    try:
+        wait_for(lambda: consumer_running(home), 30, what="consumer")
+        code, out = cli(home, "selftest", "--model", "tiny", "--max-new-tokens", "2")
+        assert code == 0 and "submitted job" in out and "succeeded" in out  # queued, not run by the CLI itself
+    finally:
+        consumer.terminate()
+        consumer.wait(20)
+
+
+@pytest.mark.slow  # converts the bundled GGUF (538 MB of safetensors) for real, once
+def test_a_fresh_data_dir_lists_and_runs_the_bundled_model(home):
+    code, out = cli(home, "models", "list")  # converts the bundled GGUF once, with progress
+    assert code == 0 and BUNDLED_NAME in out and "setting up the bundled model" in out
+    code, out = cli(home, "models", "list")
+    assert code == 0 and BUNDLED_NAME in out and "setting up" not in out
+    code, out = cli(home, "selftest", "--max-new-tokens", "2")  # its default model is the bundled one
+    assert code == 0 and "succeeded" in out
+    code, out = cli(home, "models", "remove", BUNDLED_NAME)
+    assert code == 0
+    code, out = cli(home, "models", "list")  # removed on purpose: not set up again, and the list says what to do
+    assert code == 0 and "no models registered: import one with `inkstone models import PATH`" in out
+
+
+def test_a_job_finds_the_bundled_model_without_a_setup_step(home, bundled_model_dir):
+    # The converted folder is already there (the conversion itself is tested above): registration is lazy.
+    (home / "models").mkdir()
+    (home / "models" / BUNDLED_NAME).symlink_to(bundled_model_dir)
+    assert list_models(home) == [] and not (home / BUNDLED_MARKER).exists()
+    code, out = cli(home, "selftest", "--max-new-tokens", "2")
+    assert code == 0 and "succeeded" in out
+    assert [(m.name, m.source) for m in list_models(home)] == [(BUNDLED_NAME, "bundled")]

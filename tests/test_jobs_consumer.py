@@ -134,3 +134,17 @@ def test_multi_gpu_job_takes_all_its_gpus_at_once(home):
     assert _claim_gpus(home, four.id, 4, per_gpu=1, n_gpus=8) == [1, 2, 3, 4]  # fewest-used GPUs first
     assert _claim_gpus(home, two.id, 2, per_gpu=1, n_gpus=8) == [5, 6]
     assert get_job(home, four.id).gpu_indices == "1,2,3,4"
+
+
+def test_one_consumer_per_data_dir_seen_however_it_was_started(home, consumer, tmp_path):
+    from jobs.consumer import consumer_pid, consumer_running
+
+    assert not consumer_running(home)
+    first = consumer()  # started by hand, not by the launcher
+    wait_for(lambda: consumer_pid(home) == first.pid, 30, what="the consumer's lock")
+    second = start_consumer(home, tmp_path / "second.log")
+    assert second.wait(30) == 2  # it would mark the first one's running jobs interrupted
+    assert "already running" in (tmp_path / "second.log").read_text()
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    assert not consumer_running(home)  # the kernel dropped the lock with the process
