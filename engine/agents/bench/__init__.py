@@ -1,0 +1,1 @@
+"""Agent benchmarks: tool-calling accuracy measured on public sets read from their wheels' data files."""
