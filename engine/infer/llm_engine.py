@@ -8,6 +8,7 @@ into that thread. `generate` is the offline batch loop over the same calls.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from engine.infer.outputs import GenerationResult, RequestOutput
 from engine.infer.sampling_params import SamplingParams
 from engine.infer.scheduler import ScheduledBatch, Scheduler
 from engine.infer.sequence import Sequence
+from engine.infer.structured import StructuredOutput
 from engine.models.loader import load_tokenizer, pick_device, pick_dtype
 from engine.progress import Progress, no_progress
 
@@ -56,6 +58,8 @@ class LLMEngine:
         self.deferred: dict[str, list[Sequence]] = {}
         self.pending: list[RequestOutput] = []
         self.counters = dict(prompt_tokens=0, cached_prompt_tokens=0, generation_tokens=0, requests_finished=0)
+        self._grammar = None
+        self._grammar_lock = threading.Lock()
 
     def _start_own_runner(self, path: Path, config: EngineConfig) -> None:
         hf_config = AutoConfig.from_pretrained(str(path))
@@ -108,8 +112,12 @@ class LLMEngine:
         request_id = request_id if request_id is not None else uuid.uuid4().hex
         if request_id in self.requests:
             raise ValueError(f"request_id: {request_id!r} is already in use")
+        compiled = self.compile_structured(params.structured_output) if params.structured_output else None
         seqs = [Sequence(request_id, i, ids, params, Detokenizer(self.tokenizer, ids, params.stop))
                 for i in range(params.n)]
+        if compiled is not None:
+            for seq in seqs:  # each sample walks the grammar on its own
+                seq.matcher = self.grammar_backend().new_matcher(compiled)
         self.requests[request_id] = seqs
         share_prompt = params.n > 1 and self.config.enable_prefix_caching
         for seq in seqs[:1] if share_prompt else seqs:
@@ -133,6 +141,23 @@ class LLMEngine:
             raise ValueError(f"max_tokens: prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds "
                              f"max_model_len {self.max_model_len}")
 
+    def grammar_backend(self):
+        """The xgrammar backend for this engine's tokenizer, built on first use (reading the vocab takes ~1 s)."""
+        with self._grammar_lock:
+            if self._grammar is None:
+                from engine.infer.structured_grammar import GrammarBackend
+
+                self._grammar = GrammarBackend(self.tokenizer, self.vocab_size, self.eos_ids)
+            return self._grammar
+
+    def compile_structured(self, spec: StructuredOutput):
+        """Compile (or fetch from the cache) spec's grammar; ValueError naming what xgrammar does not support.
+
+        Thread-safe, so a server can compile in its request handler before queueing the request.
+        """
+        spec.validate()
+        return self.grammar_backend().compile(spec)
+
     def abort_request(self, request_id: str) -> None:
         """Stop a request wherever it is; its blocks are freed and the next step() reports it finished."""
         seqs = self.requests.get(request_id)
@@ -153,8 +178,18 @@ class LLMEngine:
         outputs, self.pending = self.pending, []
         batch = self.scheduler.schedule()
         if batch:
+            self._hand_over_grammar_mask(batch)
             outputs.extend(self._postprocess(batch, self.runner.run(batch)))
         return outputs
+
+    def _hand_over_grammar_mask(self, batch: ScheduledBatch) -> None:
+        """Give the sampler the token mask of this step's constrained rows (rows = sequences that sample)."""
+        if self._grammar is None:
+            return
+        sampling = [seq.matcher for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True)
+                    if seq.num_computed_tokens + n == len(seq)]
+        if any(m is not None for m in sampling):
+            self.runner.sampler.next_mask = self._grammar.mask(sampling)
 
     def _postprocess(self, batch: ScheduledBatch, result: StepResult) -> list[RequestOutput]:
         outputs = []
@@ -177,8 +212,10 @@ class LLMEngine:
                     seq.pending_logprobs.append(logprob)
                 self.counters["generation_tokens"] += 1
                 reason = self._stop_reason(seq, token)
+                if seq.matcher is not None:
+                    reason = self._grammar_step(seq, token, reason)
                 if reason is not None:
-                    self._finish(seq, reason)
+                    self._finish(seq, reason, seq.error)
             outputs.append(self._output(seq))
         return outputs
 
@@ -197,6 +234,18 @@ class LLMEngine:
         if seq.num_output_tokens >= params.max_tokens or len(seq) >= self.max_model_len:
             return "length"
         return None
+
+    def _grammar_step(self, seq: Sequence, token: int, reason: str | None) -> str | None:
+        """Feed the sampled token to the sequence's matcher; a finished grammar ends the sequence."""
+        if not seq.matcher.accept_token(token):
+            # Cannot happen for a token drawn under the mask; a stop token the grammar did not allow yet ends here.
+            if reason is None:
+                seq.error = f"token {token} is outside the grammar"
+                return "error"
+            return reason
+        if reason is None and seq.matcher.is_terminated():
+            return "stop"
+        return reason
 
     def _finish(self, seq: Sequence, reason: str, error: str | None = None) -> None:
         seq.finish_reason, seq.error = reason, error

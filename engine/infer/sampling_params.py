@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from engine.infer.structured import StructuredOutput
+
 
 @dataclass
 class SamplingParams:
@@ -42,6 +44,8 @@ class SamplingParams:
     """None: off; k >= 0: return the chosen token's log-probability and the top-k alternatives."""
     prompt_logprobs: int | None = None
     """Same as logprobs, for the prompt tokens (teacher-forced)."""
+    structured_output: StructuredOutput | None = None
+    """Constrain the output to a JSON schema, any JSON object, a regex, a choice, a grammar or tool calls."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -66,6 +70,11 @@ class SamplingParams:
             isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.stop_token_ids
         ):
             raise ValueError(f"stop_token_ids: must be a list of token ids >= 0, got {self.stop_token_ids!r}")
+        if self.structured_output is not None:
+            if not isinstance(self.structured_output, StructuredOutput):
+                kind = type(self.structured_output).__name__
+                raise ValueError(f"structured_output: must be a StructuredOutput, got {kind}")
+            self.structured_output.validate()
 
     @property
     def greedy(self) -> bool:

@@ -49,6 +49,9 @@ class Sequence:
         self.prompt_logprobs: list[TokenLogprob | None] | None = None
         self.prompt_logprobs_sent = False
         self.num_preemptions = 0
+        # xgrammar GrammarMatcher of a constrained sequence (set by the engine); it has accepted every output token
+        # so far, and stays as it is across preemption because those tokens stay.
+        self.matcher = None
 
     def __len__(self) -> int:
         return len(self.token_ids)

@@ -2,7 +2,11 @@
 
 Order per row, as in HF: penalties (repetition over prompt + output, frequency/presence over output), then
 temperature, top-k, top-p, min-p, then a draw. Greedy rows (temperature 0) take the argmax after penalties.
-Reported logprobs are of the model's raw distribution (before penalties and temperature), as in vLLM.
+Reported logprobs are of the model's raw distribution (before penalties and temperature), as in vLLM; for a
+row under a grammar constraint they are of the masked distribution (tokens the grammar forbids at -inf, the
+rest renormalised), so they describe the choice the constraint actually allowed.
+A grammar mask (structured_grammar.TokenMask) is handed over by the engine before the runner calls the sampler
+(`next_mask`), so the model runner needs no knowledge of constraints.
 Draws use the exponential-race trick (argmax of p / Exp(1) noise is a sample of p): one batched op, and a
 seeded row only needs its own noise drawn from its own generator, which makes it independent of the batch.
 """
@@ -10,11 +14,15 @@ seeded row only needs its own noise drawn from its own generator, which makes it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from engine.infer.outputs import TokenLogprob
 from engine.infer.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from engine.infer.structured_grammar import TokenMask
 
 
 @dataclass
@@ -25,6 +33,9 @@ class SamplerOutput:
     """Per row, when that row asked for logprobs."""
     errors: list[str | None]
     """Per row, why it could not be sampled (non-finite logits)."""
+
+
+NEG_INF = float("-inf")
 
 
 def _padded(rows: list[list[int]], pad: int) -> torch.Tensor:
@@ -95,12 +106,16 @@ def top_logprobs(logprobs: torch.Tensor, chosen: torch.Tensor, ks: list[int]) ->
         values, indices = values.tolist(), indices.tolist()
     result = []
     for row, (token, lp, k) in enumerate(zip(chosen.tolist(), chosen_lp, ks, strict=True)):
-        top = list(zip(indices[row][:k], values[row][:k], strict=True)) if k > 0 else []
+        # A masked row has fewer than k possible tokens: its -inf entries are not alternatives.
+        top = [(t, v) for t, v in zip(indices[row][:k], values[row][:k], strict=True) if v != NEG_INF] if k else []
         result.append(TokenLogprob(token, lp, top))
     return result
 
 
 class Sampler:
+    next_mask: TokenMask | None = None
+    """The grammar mask for the next call only (set by the engine, consumed by the call)."""
+
     def __call__(self, logits: torch.Tensor, params: list[SamplingParams], token_ids: list[list[int]],
                  num_prompt: list[int], generators: list[torch.Generator | None]) -> SamplerOutput:
         logits = logits.float()
@@ -110,6 +125,12 @@ class Sampler:
             for i in (~finite).nonzero().flatten().tolist():
                 errors[i] = "non-finite logits"
             logits = torch.where(finite[:, None], logits, torch.zeros_like(logits))
+        mask, self.next_mask = self.next_mask, None
+        if mask is not None:
+            if logits.shape[0] != mask.bitmask.shape[0]:
+                raise RuntimeError(f"grammar mask for {mask.bitmask.shape[0]} rows, sampler called with "
+                                   f"{logits.shape[0]}")
+            mask.apply(logits)
         raw = logits
         logits = apply_penalties(logits, params, token_ids, num_prompt)
         tokens = logits.argmax(-1)
