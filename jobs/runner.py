@@ -25,7 +25,8 @@ from app.settings import load_settings
 from app.tables import Job
 from engine.hardware import gpu_count
 from jobs import status as st
-from jobs.api import _finish
+from jobs.secret_env import read_secrets
+from jobs.transitions import finish, mark_running, mark_waiting
 
 POLL_S = 0.25
 
@@ -56,18 +57,16 @@ def _wait_for_gpus(root: Path, job: Job, per_gpu: int) -> list[int] | None | boo
     if n_gpus == 0:
         return None  # no GPU on this machine: GPU-capable work runs on the CPU like any other job
     if job.gpus > n_gpus:
-        _finish(root, job.id, st.FAILED, error=f"the job needs {job.gpus} GPUs and this machine has {n_gpus}")
+        finish(root, job.id, st.FAILED, error=f"the job needs {job.gpus} GPUs and this machine has {n_gpus}")
         return False
-    with session(root) as s:
-        row = s.get(Job, job.id)
-        row.status, row.message = st.WAITING, f"waiting for {job.gpus} free GPU(s)"
+    mark_waiting(root, job.id, job.gpus)
     while True:
         gpus = _claim_gpus(root, job.id, job.gpus, per_gpu, n_gpus)
         if gpus is not None:
             return gpus
         with session(root) as s:
             if s.get(Job, job.id).cancel_requested:
-                _finish(root, job.id, st.CANCELLED, message="cancelled while waiting for a GPU")
+                finish(root, job.id, st.CANCELLED, message="cancelled while waiting for a GPU")
                 return False
         time.sleep(1.0)
 
@@ -78,7 +77,7 @@ def run_job(root: Path, job_id: int) -> None:
     if job is None or job.status != st.QUEUED:
         return  # cancelled before it started, or already handled
     settings = load_settings(root)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **job_env(root, job_id))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **job_env(root, job_id), **read_secrets(root, job_id))
     if job.gpus:
         gpus = _wait_for_gpus(root, job, settings.gpu_jobs_per_gpu)
         if gpus is False:
@@ -93,10 +92,7 @@ def run_job(root: Path, job_id: int) -> None:
             stdin=subprocess.DEVNULL, env=env, cwd=Path(__file__).resolve().parents[1],
             preexec_fn=die_with_parent if sys.platform == "linux" else None, start_new_session=True,
         )
-    with session(root) as s:
-        row = s.get(Job, job_id)
-        row.status, row.pid, row.started_at = st.RUNNING, proc.pid, time.time()
-        row.message = row.message if row.message.startswith("stopping") else "starting"
+    mark_running(root, job_id, proc.pid)
     _watch(root, job_id, proc, settings.job_stop_grace_s)
 
 
@@ -117,10 +113,10 @@ def _watch(root: Path, job_id: int, proc: subprocess.Popen, grace_s: float) -> N
     if job.status in st.FINAL:
         return  # the worker recorded its own ending
     if job.cancel_requested:
-        _finish(root, job_id, st.CANCELLED, message="cancelled (process ended)")
+        finish(root, job_id, st.CANCELLED, message="cancelled (process ended)")
     elif proc.returncode < 0:  # killed from outside (kill -9, the OOM killer): retrying it is the remedy
-        _finish(root, job_id, st.INTERRUPTED, message=f"interrupted: its worker was killed by "
-                f"{signal.Signals(-proc.returncode).name}; retry it")
+        finish(root, job_id, st.INTERRUPTED, message=f"interrupted: its worker was killed by "
+               f"{signal.Signals(-proc.returncode).name}; retry it")
     else:
-        _finish(root, job_id, st.FAILED, error=f"worker exited with code {proc.returncode} without a result; "
+        finish(root, job_id, st.FAILED, error=f"worker exited with code {proc.returncode} without a result; "
                 f"see the log {job.log_path}")
