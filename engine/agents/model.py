@@ -96,12 +96,12 @@ class OpenAIClient:
             request["timeout"] = timeout
         try:
             response = self._client.chat.completions.create(**request)
+        except openai.APITimeoutError as exc:  # a subclass of APIConnectionError: caught first
+            raise ModelError(f"model server {self.base_url} did not answer within {timeout}s") from exc
         except openai.APIConnectionError as exc:
             raise ModelError(f"model server {self.base_url} is not reachable: {exc}") from exc
         except openai.APIStatusError as exc:
             raise ModelError(f"model server {self.base_url} answered {exc.status_code}: {exc.message}") from exc
-        except openai.APITimeoutError as exc:
-            raise ModelError(f"model server {self.base_url} did not answer within {timeout}s") from exc
         choice = response.choices[0]
         calls = [
             ToolCallRequest(name=c.function.name, arguments=c.function.arguments or "", id=c.id or "")

@@ -158,3 +158,12 @@ def test_never_hides_the_tool_and_refuses_a_call_to_it():
     trace = loop_with(client, policies={"calculator": "never"}).run("x")
     assert client.requests[0]["tools"] is None
     assert "is not allowed" in trace.steps[0].observation
+
+
+def test_an_unreachable_model_server_ends_the_run_with_its_address():
+    from engine.agents.model import OpenAIClient
+    from engine.ports import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    trace = loop_with(OpenAIClient(url, "nothing")).run("anyone there?")
+    assert trace.status == "error" and f"model server {url}/v1 is not reachable" in trace.message
