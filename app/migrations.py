@@ -198,7 +198,89 @@ def _v4_multi_gpu_jobs(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE job DROP COLUMN {old}"))
 
 
-MIGRATIONS = [_v1_foundation, _v2_chat_history, _v3_exports, _v4_multi_gpu_jobs]
+def _v5_evaluation(conn: Connection) -> None:
+    # Frozen DDL: the evaluation tables as released, independent of later edits to app/tables.py.
+    _run(
+        conn,
+        """CREATE TABLE eval_run (
+            id INTEGER NOT NULL PRIMARY KEY,
+            model_ref VARCHAR NOT NULL DEFAULT '',
+            model_id INTEGER REFERENCES model (id),
+            export_id INTEGER REFERENCES export (id),
+            dataset_id INTEGER REFERENCES dataset (id),
+            job_id INTEGER REFERENCES job (id),
+            tasks VARCHAR NOT NULL DEFAULT '',
+            mode VARCHAR NOT NULL DEFAULT '',
+            settings JSON,
+            settings_hash VARCHAR NOT NULL DEFAULT '',
+            status VARCHAR NOT NULL DEFAULT 'running',
+            created_at FLOAT NOT NULL,
+            finished_at FLOAT)""",
+        "CREATE INDEX ix_eval_run_model_id ON eval_run (model_id)",
+        "CREATE INDEX ix_eval_run_job_id ON eval_run (job_id)",
+        "CREATE INDEX ix_eval_run_settings_hash ON eval_run (settings_hash)",
+        "CREATE INDEX ix_eval_run_created_at ON eval_run (created_at)",
+        """CREATE TABLE eval_result (
+            id INTEGER NOT NULL PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES eval_run (id),
+            task VARCHAR NOT NULL,
+            metric VARCHAR NOT NULL,
+            value FLOAT NOT NULL,
+            stderr FLOAT,
+            n INTEGER NOT NULL DEFAULT 0,
+            settings_hash VARCHAR NOT NULL DEFAULT '',
+            licence VARCHAR NOT NULL DEFAULT '')""",
+        "CREATE INDEX ix_eval_result_run_id ON eval_result (run_id)",
+        "CREATE INDEX ix_eval_result_task ON eval_result (task)",
+        """CREATE TABLE eval_sample (
+            id INTEGER NOT NULL PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES eval_run (id),
+            task VARCHAR NOT NULL,
+            doc_id VARCHAR NOT NULL DEFAULT '',
+            rotation INTEGER NOT NULL DEFAULT 0,
+            prompt VARCHAR NOT NULL DEFAULT '',
+            answer VARCHAR NOT NULL DEFAULT '',
+            extracted VARCHAR NOT NULL DEFAULT '',
+            gold VARCHAR NOT NULL DEFAULT '',
+            correct BOOLEAN NOT NULL DEFAULT 0,
+            logprobs JSON,
+            outcome VARCHAR NOT NULL DEFAULT '',
+            detail JSON)""",
+        "CREATE INDEX ix_eval_sample_run_id ON eval_sample (run_id)",
+        "CREATE INDEX ix_eval_sample_task ON eval_sample (task)",
+        """CREATE TABLE eval_cache (
+            "key" VARCHAR NOT NULL PRIMARY KEY,
+            value JSON,
+            created_at FLOAT NOT NULL)""",
+    )
+
+
+def _v6_agents(conn: Connection) -> None:
+    # Frozen DDL: the agent-run table as released, independent of later edits to app/tables.py.
+    for ddl in (
+        """CREATE TABLE agent_run (
+            id INTEGER NOT NULL PRIMARY KEY,
+            title VARCHAR NOT NULL DEFAULT '',
+            question VARCHAR NOT NULL DEFAULT '',
+            loop VARCHAR NOT NULL DEFAULT '',
+            model VARCHAR NOT NULL DEFAULT '',
+            tools JSON,
+            status VARCHAR NOT NULL DEFAULT 'running',
+            answer VARCHAR NOT NULL DEFAULT '',
+            steps INTEGER NOT NULL DEFAULT 0,
+            tokens INTEGER NOT NULL DEFAULT 0,
+            rating INTEGER NOT NULL DEFAULT 0,
+            trace JSON,
+            created_at FLOAT NOT NULL,
+            finished_at FLOAT)""",
+        "CREATE INDEX ix_agent_run_status ON agent_run (status)",
+        "CREATE INDEX ix_agent_run_rating ON agent_run (rating)",
+        "CREATE INDEX ix_agent_run_created_at ON agent_run (created_at)",
+    ):
+        conn.execute(text(ddl))
+
+
+MIGRATIONS = [_v1_foundation, _v2_chat_history, _v3_exports, _v4_multi_gpu_jobs, _v5_evaluation]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -154,3 +154,65 @@ class Export(SQLModel, table=True):
     size_bytes: int = 0
     metrics: dict = Field(default_factory=dict, sa_column=Column(JSON))  # verification: top-1, ppl delta, tok/s
     created_at: float = Field(default_factory=now)
+
+
+class EvalRun(SQLModel, table=True):
+    """One evaluation of one model on a list of tasks with one set of settings (the `eval` job's record)."""
+
+    __tablename__ = "eval_run"
+    id: int | None = Field(default=None, primary_key=True)
+    model_ref: str = ""  # what was evaluated, as given: a model name, a folder, a GGUF path or a URL
+    model_id: int | None = Field(default=None, foreign_key="model.id", index=True)
+    export_id: int | None = Field(default=None, foreign_key="export.id")
+    dataset_id: int | None = Field(default=None, foreign_key="dataset.id")  # a custom test set, if one
+    job_id: int | None = Field(default=None, foreign_key="job.id", index=True)
+    tasks: str = ""
+    mode: str = ""  # ppl | gen
+    settings: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    settings_hash: str = Field(default="", index=True)
+    status: str = "running"  # running | done | failed
+    created_at: float = Field(default_factory=now, index=True)
+    finished_at: float | None = None
+
+
+class EvalResult(SQLModel, table=True):
+    """One metric of one task in one run, with its standard error and item count."""
+
+    __tablename__ = "eval_result"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="eval_run.id", index=True)
+    task: str = Field(index=True)
+    metric: str
+    value: float
+    stderr: float | None = None
+    n: int = 0
+    settings_hash: str = ""
+    licence: str = ""
+
+
+class EvalSample(SQLModel, table=True):
+    """One scored item: what the model saw, what it answered, what was read out of it and whether it was right."""
+
+    __tablename__ = "eval_sample"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="eval_run.id", index=True)
+    task: str = Field(index=True)
+    doc_id: str = ""
+    rotation: int = 0  # CircularEval: how far the options were rotated
+    prompt: str = ""
+    answer: str = ""
+    extracted: str = ""
+    gold: str = ""
+    correct: bool = False
+    logprobs: list = Field(default_factory=list, sa_column=Column(JSON))  # per option, PPL mode
+    outcome: str = ""  # code: pass | fail | timeout | error
+    detail: dict = Field(default_factory=dict, sa_column=Column(JSON))  # think length, program, sandbox output
+
+
+class EvalCacheEntry(SQLModel, table=True):
+    """A model's answer to one exact request (model identity + prompt + settings hashed): evals resume from it."""
+
+    __tablename__ = "eval_cache"
+    key: str = Field(primary_key=True)
+    value: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: float = Field(default_factory=now)
