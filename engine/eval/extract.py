@@ -16,9 +16,12 @@ FENCE = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)(?:```|$)", re.DOTALL)
 
 
 def strip_think(text: str) -> tuple[str, int]:
-    """(text without its reasoning block, length of that block in characters)."""
+    """(text without its reasoning block, length of that block in characters); text without one is untouched
+    (a completion's leading indentation is code)."""
+    if "</think>" not in text and "<think>" not in text:
+        return text, 0
     think_len = sum(len(m.group(1)) for m in THINK.finditer(text))
-    if think_len == 0 and "</think>" in text:  # a template that opened the block in the prompt
+    if think_len == 0 and "<think>" not in text:  # a template that opened the block in the prompt
         head, _, tail = text.partition("</think>")
         return tail.strip(), len(head)
     return THINK.sub("", text).strip(), think_len
