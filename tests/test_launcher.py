@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -120,6 +121,35 @@ def test_token_guards_pages_api_and_uploads_and_an_empty_host_is_loopback(home):
         assert [p.name for p in (home / "uploads").iterdir()] == ["allowed.txt"]
         static = re.search(r"/_nicegui/[0-9][^\"']*?\.js", get(f"{base}/datasets", token="s3cret-token")[1])[0]
         assert get(base + static)[0] == 200  # NiceGUI's static files stay open (the sign-in page needs them)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium is not installed")
+def test_sign_in_form_in_a_real_browser(home):
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    (home / ".bundled-model-registered").write_text("1")
+    proc = launch(home, "--port", str(port), INKSTONE_TOKEN="s3cret-token")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: "Inkstone is at" in proc.stdout.readline(), 60, what="launch")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                         args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"{base}/jobs")
+            page.wait_for_url(f"{base}/signin")  # no websocket before sign-in: the form must work without one
+            page.locator("input[name=token]").fill("s3cret-token")
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{base}/")
+            page.goto(f"{base}/jobs")  # the cookie carries the token from now on
+            page.wait_for_url(f"{base}/jobs")
+            browser.close()
     finally:
         proc.terminate()
         proc.wait(20)
