@@ -1,4 +1,7 @@
-"""The SQLite store and settings: WAL, migrations, newer schemas refused, bad files named with their field."""
+"""The SQLite store and settings: WAL, newer schemas refused, bad files named with their field.
+
+Migrating an older database forward: tests/test_migrations.py.
+"""
 
 from __future__ import annotations
 
@@ -40,29 +43,6 @@ def test_lineage_links_and_rollback(home):
         model = s.exec(select(Model)).one()
         assert s.get(Dataset, model.dataset_id).job_id == job.id
         assert s.exec(select(Metric)).all() == []
-
-
-def test_older_database_is_migrated_forward(home):
-    from sqlalchemy import create_engine
-
-    # A database as the first release wrote it: schema version 1 (its frozen DDL), no chat tables.
-    old = create_engine(f"sqlite:///{home / db.DB_FILE}")
-    with old.begin() as conn:
-        migrations.MIGRATIONS[0](conn)
-        conn.exec_driver_sql("INSERT INTO schema_version (id, version, updated_at) VALUES (1, 1, 0)")
-        conn.exec_driver_sql("INSERT INTO job (kind, title, status, params, result, progress, message, error, "
-                             "needs_gpu, gpu_index, log_path, cancel_requested, created_at) VALUES "
-                             "('finetune', '', 'succeeded', '{}', '{}', 1, '', '', 1, 3, '', 0, 0)")
-    old.dispose()
-    get_engine(home)
-    con = sqlite3.connect(home / db.DB_FILE)
-    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == migrations.SCHEMA_VERSION
-    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"chat_session", "chat_message"} <= tables
-    # Old rows kept, the GPU flag and index carried into the multi-GPU columns (schema v4).
-    assert con.execute("SELECT kind, gpus, gpu_indices FROM job").fetchall() == [("finetune", 1, "3")]
-    columns = {r[1] for r in con.execute("PRAGMA table_info(job)")}
-    assert "needs_gpu" not in columns and "gpu_index" not in columns
 
 
 def test_newer_database_is_refused_untouched(home):
