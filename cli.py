@@ -25,7 +25,7 @@ from app.errors import DatabaseError, NotFound
 from app.settings import SettingsError, data_dir
 from engine.argdocs import field_docs
 
-MANAGEMENT = ("ui", "jobs", "models")
+MANAGEMENT = ("ui", "jobs", "models", "agent", "mcp-server")
 
 
 def _add_kind_parser(sub, kind, groups: dict) -> None:
@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     msub.add_parser("path", help="print a model's local HF folder").add_argument("id")
     msub.add_parser("setup-default", help="convert and register the bundled SmolLM2 model")
 
+    _add_agent_parser(sub)
+    mcp = sub.add_parser("mcp-server", help="serve Inkstone to outside agents over MCP (Streamable HTTP at /mcp)")
+    mcp.add_argument("--host", default="127.0.0.1", help="bind address; beyond loopback a token is required")
+    mcp.add_argument("--port", type=int, default=8765)
+    mcp.add_argument("--token", help="clients must send it as a Bearer token (or set INKSTONE_TOKEN)")
     groups: dict = {}
     for kind in KINDS.values():
         _add_kind_parser(sub, kind, groups)
@@ -232,6 +237,116 @@ def models_command(root: Path, args) -> int:
     return run_kind(root, argparse.Namespace(kind="import_model", detach=False, **fields))
 
 
+def _add_agent_parser(sub) -> None:
+    from engine.agents import LOOPS
+    from engine.agents.catalog import BUILTIN
+
+    p = sub.add_parser("agent", help="run an agent: the model calls tools, each step is shown, the answer printed")
+    p.add_argument("model", help="a registered model, a .gguf file, or a model server's URL (http://HOST:PORT)")
+    p.add_argument("question")
+    p.add_argument("--tools", default="calculator", help=f"comma-separated, from: {', '.join(BUILTIN)}")
+    p.add_argument("--loop", choices=list(LOOPS), default="function_calling")
+    p.add_argument("--max-steps", type=int, default=8, help="most model turns")
+    p.add_argument("--language", choices=["en", "zh"], default="en", help="language of the ReAct/plan prompts")
+    p.add_argument("--force-tool", help="the first turn must call this tool (tool_choice)")
+    p.add_argument("--workspace", help="folder of the python and files tools (default: DATA_DIR/agents/workspace)")
+    p.add_argument("--docs", action="append", default=[], help="a file or folder the search tool indexes")
+    p.add_argument("--allow-host", action="append", default=[], help="a host the http tool may reach")
+    p.add_argument("--tools-folder", help="a folder of .py files whose typed functions become tools")
+    p.add_argument("--mcp", action="append", default=[], help="an MCP server: a URL (HTTP) or a command (stdio)")
+    p.add_argument("--yes", action="store_true", help="approve every call of an 'ask' tool (python) without asking")
+    p.add_argument("--api-key", help="Bearer token of a model server URL")
+    p.add_argument("--no-save", action="store_true", help="do not store the run (it is listed on the Agents page)")
+
+
+def _agent_client(root: Path, model: str, api_key: str | None):
+    """A URL, a running server of a registered model, or the model loaded right here."""
+    from engine.agents import LocalEngineClient, OpenAIClient
+
+    if model.startswith(("http://", "https://")):
+        from openai import OpenAI
+
+        url = model.rstrip("/").removesuffix("/v1") + "/v1"
+        served = OpenAI(base_url=url, api_key=api_key or "none", max_retries=0).models.list().data
+        if not served:
+            raise ValueError(f"{model}: the server lists no models")
+        return OpenAIClient(url, served[0].id, api_key or "none")
+    from jobs import status as st
+    from jobs.servers import server_for
+
+    job = server_for(root, model)
+    if job is not None and job.status == st.RUNNING and job.result.get("url"):
+        return OpenAIClient(job.result["url"], model)
+    from app import registry
+    from engine.infer import EngineConfig, LLMEngine
+
+    path = model if registry.is_gguf(model) else registry.resolve_model(root, model, _stderr_progress).path
+    print(f"inkstone: loading {model} here (no server runs for it)", file=sys.stderr)
+    return LocalEngineClient(LLMEngine(path, EngineConfig()), registry.display_name(model))
+
+
+def _ask_approval(tool: str, arguments: dict) -> str:
+    if not sys.stdin.isatty():
+        return "deny"
+    answer = input(f"allow {tool} {json.dumps(arguments, ensure_ascii=False)}? [y]es once, [s]ession, [N]o: ")
+    return {"y": "once", "yes": "once", "s": "session"}.get(answer.strip().lower(), "deny")
+
+
+def _print_step(step) -> None:
+    if step.kind == "tool":
+        args = step.arguments if isinstance(step.arguments, str) else json.dumps(step.arguments, ensure_ascii=False)
+        if step.thought:
+            print(f"  thought: {step.thought}", file=sys.stderr)
+        print(f"[{step.index}] {step.tool} {args} ({step.duration_s:.1f} s)\n    → {step.observation}", file=sys.stderr)
+    elif step.kind == "plan":
+        print(f"[{step.index}] plan:\n{step.thought}", file=sys.stderr)
+    elif step.kind == "error":
+        print(f"[{step.index}] {step.error}", file=sys.stderr)
+
+
+def agent_command(root: Path, args) -> int:
+    from engine.agents import LOOPS, AgentConfig, Toolbox
+    from engine.agents.catalog import ToolSettings, build_tools
+    from engine.agents.mcp_client import MCPServerSpec
+
+    specs = [MCPServerSpec(name=f"mcp{i}", **({"url": s} if s.startswith(("http://", "https://")) else {"command": s}))
+             for i, s in enumerate(args.mcp, 1)]
+    settings = ToolSettings(workspace=args.workspace or str(root / "agents" / "workspace"), documents=args.docs,
+                            allowed_hosts=args.allow_host, tools_folder=args.tools_folder or "", mcp_servers=specs)
+    built = build_tools([n.strip() for n in args.tools.split(",") if n.strip()], settings)
+    for problem in built.problems:
+        print(f"inkstone: {problem}", file=sys.stderr)
+    try:
+        policies = {t.name: "always" for t in built.tools if t.approval == "ask"} if args.yes else None
+        toolbox = Toolbox(built.tools, policies=policies, approver=_ask_approval)
+        choice = {"type": "function", "function": {"name": args.force_tool}} if args.force_tool else None
+        config = AgentConfig(max_steps=args.max_steps, language=args.language, tool_choice=choice)
+        loop = LOOPS[args.loop](_agent_client(root, args.model, args.api_key), toolbox, config)
+        trace = loop.run(args.question, on_step=_print_step)
+    finally:
+        built.close()
+    if not args.no_save:
+        from app.agents import save_run
+
+        print(f"inkstone: saved as agent run {save_run(root, trace.to_dict()).id}", file=sys.stderr)
+    if trace.answer is None:
+        print(f"inkstone: no answer ({trace.status}): {trace.message}", file=sys.stderr)
+        return 1
+    print(trace.answer)
+    return 0
+
+
+def mcp_server_command(root: Path, args) -> int:
+    import uvicorn
+
+    from jobs.mcp_server import http_app
+
+    app = http_app(root, args.host, args.token or os.environ.get("INKSTONE_TOKEN", ""))
+    print(f"inkstone: MCP server at http://{args.host}:{args.port}/mcp", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["ui"]:
@@ -246,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
             return jobs_command(root, args)
         if args.command == "models":
             return models_command(root, args)
+        if args.command == "agent":
+            return agent_command(root, args)
+        if args.command == "mcp-server":
+            return mcp_server_command(root, args)
         return run_kind(root, args)
     except (SettingsError, NotFound, ValueError, FileNotFoundError, DatabaseError) as e:
         print(f"inkstone: {e}", file=sys.stderr)

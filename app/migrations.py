@@ -280,7 +280,7 @@ def _v6_agents(conn: Connection) -> None:
         conn.execute(text(ddl))
 
 
-MIGRATIONS = [_v1_foundation, _v2_chat_history, _v3_exports, _v4_multi_gpu_jobs, _v5_evaluation]
+MIGRATIONS = [_v1_foundation, _v2_chat_history, _v3_exports, _v4_multi_gpu_jobs, _v5_evaluation, _v6_agents]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -216,3 +216,23 @@ class EvalCacheEntry(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: dict = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: float = Field(default_factory=now)
+
+
+class AgentRun(SQLModel, table=True):
+    """One agent run: what was asked, by which loop and model, how it ended, its rating and its whole trace."""
+
+    __tablename__ = "agent_run"
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = ""
+    question: str = ""
+    loop: str = ""  # function_calling | react | plan_execute
+    model: str = ""
+    tools: list = Field(default_factory=list, sa_column=Column(JSON))  # the tool names offered
+    status: str = Field(default="running", index=True)  # engine.agents.trace.STATUSES
+    answer: str = ""
+    steps: int = 0
+    tokens: int = 0
+    rating: int = Field(default=0, index=True)  # 0 not rated, 1 (bad) to 5 (good)
+    trace: dict = Field(default_factory=dict, sa_column=Column(JSON))  # engine.agents.trace.Trace.to_dict()
+    created_at: float = Field(default_factory=now, index=True)
+    finished_at: float | None = None

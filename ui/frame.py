@@ -19,6 +19,7 @@ NAV = [
     ("/datasets", "Datasets", "dataset"),
     ("/finetune", "Finetune", "model_training"),
     ("/chat", "Chat", "chat"),
+    ("/agents", "Agents", "psychology"),
     ("/export", "Export", "output"),
     ("/jobs", "Jobs", "work_history"),
     ("/telemetry", "Telemetry", "insights"),

@@ -1,0 +1,34 @@
+"""`inkstone agent` end to end against an OpenAI-compatible server on loopback whose replies are scripted: the
+CLI resolves the URL, builds the tools, streams the steps to stderr, prints the answer and stores the run."""
+
+from __future__ import annotations
+
+import cli
+
+
+def test_agent_command_streams_steps_and_prints_the_answer(scripted_server, home, capsys):
+    url, requests = scripted_server
+    code = cli.main(
+        ["--data-dir", str(home), "agent", url, "What is 6*7?", "--tools", "calculator", "--force-tool", "calculator"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0 and out == "6 × 7 = 42\n"
+    assert '[0] calculator {"expression": "6*7"}' in err and "→ 42" in err
+    assert requests[0]["tool_choice"] == {"type": "function", "function": {"name": "calculator"}}
+    assert requests[0]["model"] == "scripted" and "tool_choice" not in requests[1]
+    assert requests[1]["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+    from app.agents import list_runs
+
+    (run,) = list_runs(home)
+    assert run.answer == "6 × 7 = 42" and run.loop == "function_calling" and f"agent run {run.id}" in err
+
+
+def test_agent_command_refuses_an_unknown_tool(home, capsys):
+    assert cli.main(["--data-dir", str(home), "agent", "http://127.0.0.1:9", "q", "--tools", "shell"]) == 2
+    assert "unknown tools ['shell']" in capsys.readouterr().err
+
+
+def test_mcp_server_command_refuses_a_public_address_without_a_token(home, capsys, monkeypatch):
+    monkeypatch.delenv("INKSTONE_TOKEN", raising=False)
+    assert cli.main(["--data-dir", str(home), "mcp-server", "--host", "0.0.0.0"]) == 2
+    assert "needs an access token" in capsys.readouterr().err
