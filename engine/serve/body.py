@@ -87,7 +87,7 @@ def parse_json(body: bytes) -> Any:
             code="invalid_json",
         ) from None
     except RecursionError:
-        raise nested_too_deep("the request body") from None
+        raise nested_too_deep(()) from None
     check_value(value, (), check_surrogates=SURROGATE_ESCAPE.search(body) is not None)
     return value
 
@@ -96,11 +96,12 @@ def _no_constant(name: str) -> Any:
     raise APIError(f"The request body is not valid JSON: {name} is not a JSON number.", code="invalid_json")
 
 
-def nested_too_deep(where: str) -> APIError:
+def nested_too_deep(path: tuple) -> APIError:
+    where = _where(path) if path else "The request body"
     return APIError(
         f"{where} nests arrays/objects more than {MAX_NESTING} levels deep.",
         code="invalid_value",
-        param=None if where == "the request body" else where.split(".")[0],
+        param=str(path[0]) if path else None,
     )
 
 
@@ -113,7 +114,7 @@ def check_value(value: Any, path: tuple, check_surrogates: bool) -> None:
     if not isinstance(value, (dict, list)):
         return
     if len(path) >= MAX_NESTING:
-        raise nested_too_deep(_where(path))
+        raise nested_too_deep(path)
     if isinstance(value, dict):
         for key, item in value.items():
             if check_surrogates:
