@@ -15,9 +15,9 @@ import openai
 from nicegui import ui
 
 from app import chat
+from app.chat_client import Answer, ModelClient, request_messages
 from app.registry import display_name
 from app.tables import ChatMessage
-from ui.components.chat_client import Answer, request_messages, stream_answer
 from ui.components.offload import io_bound
 from ui.i18n import t
 
@@ -121,7 +121,8 @@ class ChatPane(ui.column):
                 last_draw = time.monotonic()
 
         try:
-            await stream_answer(url, self.model, request_messages(system_prompt, turns), params, answer, draw)
+            await ModelClient(url).stream_chat(self.model, request_messages(system_prompt, turns), params,
+                                               answer=answer, on_delta=draw)
         except asyncio.CancelledError:  # Stop: the stream is closed, which aborts the request on the server
             answer.finish_reason = STOPPED
         except Exception as e:  # the server's errors (prompt too long, bad value, gone): shown, never raised

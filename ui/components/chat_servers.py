@@ -13,14 +13,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from nicegui import ui
-from sqlmodel import select
 
-from app.db import session
+from app.chat_client import ModelClient
 from app.registry import display_name
 from app.tables import Job
+from jobs import api
 from jobs import status as st
 from jobs.servers import ensure_server, stop_server
-from ui.components.chat_client import server_ready
 from ui.components.offload import io_bound
 from ui.i18n import t
 
@@ -30,8 +29,7 @@ DEVICES = {"auto": "auto", "cpu": "cpu"}
 
 def latest_serve_job(root: Path, model: str) -> Job | None:
     """The model's active serve job, else its newest one (to say why it ended)."""
-    with session(root) as s:
-        jobs = s.exec(select(Job).where(Job.kind == "serve").order_by(Job.id.desc()).limit(200)).all()
+    jobs = api.list_jobs(root, 200, "serve")
     mine = [j for j in jobs if j.params.get("model") == model or j.result.get("model") == model]
     return next((j for j in mine if j.status in st.ACTIVE), mine[0] if mine else None)
 
@@ -63,7 +61,7 @@ class ServerStatus(ui.row):
             return
         job = await io_bound(latest_serve_job, self.root, self.model)
         url = job.result.get("url") if job is not None and job.status == st.RUNNING else None
-        ready = bool(url) and not job.cancel_requested and await server_ready(url)
+        ready = bool(url) and not job.cancel_requested and await ModelClient(url).ready()
         self.url = url if ready else None
         self._show(job, ready)
 

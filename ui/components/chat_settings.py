@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from nicegui import ui
 
-from ui.components.chat_client import DEFAULT_PARAMS, clean_params
+from app.chat_client import DEFAULT_PARAMS, clean_params
 from ui.i18n import t
 
 # (key, label, min, max, step, tooltip)

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 from nicegui import events, ui
-from sqlmodel import select
 
-from app.db import session
-from app.tables import Dataset, Model
+from app.queries import dataset_with_manifest, list_datasets, model_names
+from app.tables import Dataset
 from jobs import api
 from ui import state
 from ui.components.dataset_report import report
@@ -28,16 +27,6 @@ from ui.frame import frame
 from ui.i18n import t
 
 MAX_UPLOAD_BYTES = 4 << 30  # 4 GiB a file; larger corpora are better given as a local path
-
-
-def _datasets(root: Path) -> list[Dataset]:
-    with session(root) as s:
-        return list(s.exec(select(Dataset).order_by(Dataset.id.desc())).all())
-
-
-def _model_names(root: Path) -> list[str]:
-    with session(root) as s:
-        return list(s.exec(select(Model.name).order_by(Model.name)).all())
 
 
 def _presets() -> dict[str, str]:
@@ -176,11 +165,11 @@ async def datasets_page():
     root = state.root()
     with frame(t("Datasets")):
         presets = await io_bound(_presets)
-        models = await io_bound(_model_names, root)
+        models = await io_bound(model_names, root)
 
         @ui.refreshable
         async def listing() -> None:
-            _dataset_table(await io_bound(_datasets, root))
+            _dataset_table(await io_bound(list_datasets, root))
 
         runs: list[JobTable] = []  # built below the form; the form's callback refreshes it at once
 
@@ -196,22 +185,12 @@ async def datasets_page():
         await runs[0].start()
 
 
-def _load(root: Path, dataset_id: str) -> tuple[Dataset | None, dict | None]:
-    if not dataset_id.isdigit():
-        return None, None
-    with session(root) as s:
-        ds = s.get(Dataset, int(dataset_id))
-    if ds is None:
-        return None, None
-    path = Path(ds.path) / "manifest.json"
-    return ds, json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 @ui.page("/datasets/{dataset_id}")
 async def dataset_page(dataset_id: str):
     root = state.root()
     with frame(t("Datasets")):
-        ds, manifest = await io_bound(_load, root, dataset_id)
+        ds, manifest = (await io_bound(dataset_with_manifest, root, int(dataset_id)) if dataset_id.isdigit()
+                        else (None, None))
         if ds is None:
             ui.label(t("There is no dataset with id {id}.", id=dataset_id))
             return

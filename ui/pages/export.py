@@ -12,11 +12,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from nicegui import ui
-from sqlmodel import select
 
-from app.db import session
+from app.queries import exports_with_model
 from app.registry import list_models
-from app.tables import Export, Job, Model
+from app.tables import Export, Job
 from jobs import api
 from ui import state
 from ui.components.formatting import human_bytes
@@ -28,12 +27,6 @@ from ui.i18n import t
 DEFAULT_QUANTS = ["f16", "q8_0", "q4_k_m"]
 RESULT_COLUMNS = ("File", "Model", "Type", "Size", "Perplexity delta", "Top-1 agreement", "llama.cpp tokens/s", "")
 JOBS_SHOWN = 5
-
-
-def _exports(root: Path) -> list[tuple[Export, str]]:
-    with session(root) as s:
-        rows = s.exec(select(Export, Model.name).join(Model, isouter=True).order_by(Export.id.desc())).all()
-        return [(e, name or "—") for e, name in rows]
 
 
 def _fmt(metrics: dict, key: str, fmt: str) -> str:
@@ -76,7 +69,7 @@ class ExportView:
     async def reload(self) -> None:
         jobs = await io_bound(api.list_jobs, self.root, JOBS_SHOWN, "export_gguf")
         self._show_jobs(jobs)
-        exports = await io_bound(_exports, self.root)
+        exports = await io_bound(exports_with_model, self.root)
         if [(e.model_dump(), n) for e, n in exports] != [(e.model_dump(), n) for e, n in self.exports]:
             self.exports = exports
             self.results.refresh()

@@ -5,16 +5,14 @@ has, and a one-click self-test that proves the whole path (queue → worker → 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 from nicegui import ui
-from sqlmodel import func, select
 
-from app.db import session
+from app.queries import counts
 from app.registry import list_models
-from app.tables import Dataset, Job, Model
 from jobs import api
 from jobs import status as st
 from jobs.tasks.selftest import SelftestArgs
@@ -25,21 +23,6 @@ from ui.components.job_widgets import STATUS_LABEL
 from ui.components.offload import io_bound
 from ui.frame import frame
 from ui.i18n import t
-
-
-@dataclass
-class Counts:
-    models: int = 0
-    datasets: int = 0
-    jobs: dict[str, int] = field(default_factory=dict)
-
-
-def _counts(root: Path) -> Counts:
-    with session(root) as s:
-        by_status = s.exec(select(Job.status, func.count()).group_by(Job.status)).all()
-        return Counts(models=s.exec(select(func.count()).select_from(Model)).one(),
-                      datasets=s.exec(select(func.count()).select_from(Dataset)).one(),
-                      jobs=dict(by_status))
 
 
 @dataclass
@@ -96,7 +79,7 @@ class HomeView:
             ui.timer(2.0, self.refresh_counts)
 
     async def refresh_counts(self) -> None:
-        c = await io_bound(_counts, self.root)
+        c = await io_bound(counts, self.root)
         self.n_models.set_text(str(c.models))
         self.n_datasets.set_text(str(c.datasets))
         lines = [t("{label}: {n}", label=t(STATUS_LABEL[s]), n=c.jobs[s]) for s in (*st.ACTIVE, *st.FINAL)

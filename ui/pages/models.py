@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from nicegui import ui
-from sqlmodel import select
 
-from app.db import session
+from app.queries import model_names
 from app.registry import list_models, remove_model
-from app.tables import Job, Model
+from app.tables import Model
 from jobs import api
 from jobs import status as st
 from ui import state
@@ -35,10 +34,8 @@ def _check_import(root: Path, path: str, name: str) -> tuple[str, str]:
     p = Path(path).expanduser()
     if path and p.is_dir() and not (p / "config.json").is_file():
         return t("Not an HF model folder: it has no config.json."), ""
-    if name:
-        with session(root) as s:
-            if s.exec(select(Model).where(Model.name == name)).first():
-                return "", t("A model named {name} is already registered.", name=name)
+    if name and name in model_names(root):
+        return "", t("A model named {name} is already registered.", name=name)
     return "", ""
 
 
@@ -52,9 +49,8 @@ def _field_of(error: ValueError) -> tuple[str, str]:
 
 def _bundled_setup_job(root: Path) -> int | None:
     """The id of a queued or running setup of the bundled model, so the button is not offered twice."""
-    with session(root) as s:
-        jobs = s.exec(select(Job).where(Job.kind == "import_model", Job.status.in_(st.ACTIVE))).all()
-        return next((j.id for j in jobs if j.params.get("bundled")), None)
+    jobs = api.list_jobs(root, 200, "import_model")
+    return next((j.id for j in jobs if j.status in st.ACTIVE and j.params.get("bundled")), None)
 
 
 def _notify_job(text: str, job_id: int) -> None:
