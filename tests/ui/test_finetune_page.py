@@ -1,5 +1,6 @@
 """The Finetune wizard and run page against a real data dir: it renders, previews the token mask, estimates
-memory, refuses bad input with the file/line/field message, and a run page shows its tools. No consumer runs."""
+memory, refuses bad input with the file/line/field message, and a run page shows its tools. No consumer runs;
+the previews run in the worker process (app/worker_pool.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ async def test_wizard_previews_mask_and_estimates(home, tiny, user: User, tmp_pa
     await user.should_see("Base model")
     user.find(marker="data-path").type(str(data))
     user.find(marker="preview-button").click()
-    await user.should_see("1 rows, format messages", retries=50)
+    # Tokenized in the worker process: the first preview waits for it to start and import transformers.
+    await user.should_see("1 rows, format messages", retries=600)
     user.find(marker="estimate-button").click()
     await user.should_see("Peak GPU memory", retries=50)
 
@@ -38,7 +40,7 @@ async def test_wizard_reports_bad_data_with_line_and_field(home, tiny, user: Use
     await user.open("/finetune")
     user.find(marker="data-path").type(str(bad))
     user.find(marker="preview-button").click()
-    await user.should_see("bad.jsonl: line 2: field 'output' is missing", retries=50)
+    await user.should_see("bad.jsonl: line 2: field 'output' is missing", retries=600)
     user.find(marker="launch-button").click()
     await user.should_see("data: ", retries=50)
     good = tmp_path / "good.jsonl"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from nicegui import ui
 
+from app.finetune_wizard import checkpoints
+from app.queries import loss_curves
 from app.tables import Job
 from jobs import api
-from ui.components.finetune_data import checkpoints, loss_curves
 from ui.components.offload import io_bound
 from ui.i18n import t
 

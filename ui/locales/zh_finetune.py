@@ -40,6 +40,7 @@ ZH = {
     "Pre-flight": "启动前检查",
     "GPU memory (GiB)": "GPU 显存（GiB）",
     "Estimate": "估算",
+    "Could not preview: {error}": "无法预览：{error}",
     "Could not estimate: {error}": "无法估算：{error}",
     "Peak GPU memory ≈ {gib} GiB; ≈ {tps} tokens/s; ≈ {hours} h on an H100-class GPU":
         "峰值显存 ≈ {gib} GiB；≈ {tps} 词元/秒；H100 级 GPU 上约 {hours} 小时",

@@ -7,16 +7,18 @@ Everything slow (reading the dataset, tokenizing, the planner) runs through io_b
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from nicegui import events, ui
 
+from app.finetune_wizard import DataPreview, gpu_memory_gib, load_presets, preview_dataset, vram_plan
 from app.registry import list_models
 from jobs import api
 from jobs.kinds import get_kind
 from ui import state
-from ui.components.finetune_data import DataPreview, gpu_memory_gib, load_presets, preview_dataset, vram_plan
 from ui.components.finetune_run import CompareRuns, RunTools
+from ui.components.job_view import JobView
 from ui.components.job_widgets import find_job
 from ui.components.offload import io_bound
 from ui.frame import frame
@@ -125,9 +127,16 @@ class Wizard:
         return model.path if model else self.values["model"]
 
     async def show_preview(self) -> None:
-        self.preview = await io_bound(preview_dataset, self.model_path(), self.values["data"],
-                                      self.values["data_format"], self.values["column_map"] or None,
-                                      3, int(self.values["seq_len"]))
+        """Tokenized in the worker process: the first preview waits for its imports, later ones are quick."""
+        self.preview_box.clear()
+        with self.preview_box:
+            ui.spinner().mark("preview-spinner")
+        try:
+            self.preview = await io_bound(preview_dataset, self.model_path(), self.values["data"],
+                                          self.values["data_format"], self.values["column_map"] or None,
+                                          3, int(self.values["seq_len"]))
+        except Exception as e:  # the worker's own failure (it died, a broken file it did not expect): say so
+            self.preview = DataPreview(error=t("Could not preview: {error}", error=f"{type(e).__name__}: {e}"))
         self.preview_box.clear()
         with self.preview_box:
             if self.preview.error:
@@ -138,7 +147,7 @@ class Wizard:
             for tokens in self.preview.samples:
                 with ui.element("div").classes("w-full font-mono text-xs whitespace-pre-wrap border rounded p-2"):
                     for text, trained in tokens:
-                        ui.html(_escape(text), sanitize=False).classes(
+                        ui.html(html.escape(text, quote=False), sanitize=False).classes(
                             "inline bg-green-200 text-black" if trained else "inline opacity-50")
 
     async def estimate(self) -> None:
@@ -174,10 +183,6 @@ class Wizard:
         ui.navigate.to(f"/finetune/{job.id}")
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 @ui.page("/finetune")
 async def finetune_page():
     root = state.root()
@@ -194,8 +199,6 @@ async def finetune_page():
 
 @ui.page("/finetune/{job_id}")
 async def finetune_run_page(job_id: str):
-    from ui.pages.jobs import JobView
-
     root = state.root()
     with frame(t("Finetune run")):
         job = await find_job(root, job_id)
@@ -209,4 +212,4 @@ async def finetune_run_page(job_id: str):
         others = [j for j in await io_bound(api.list_jobs, root, 20, "finetune") if j.id != job.id]
         compare = CompareRuns(root, job, others)
         await compare.draw()
-        await JobView(root, job).start()
+        await JobView(root, job, details=True, follow_retry=True).start()

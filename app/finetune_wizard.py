@@ -1,5 +1,9 @@
-"""The wizard's blocking work, run off the event loop: dataset preview with the token-level mask view, the
-VRAM plan, presets, and the finetune runs to compare. Engine imports happen inside these functions only.
+"""What the finetune wizard and run page ask for besides widgets: the dataset preview with its token-level mask,
+the VRAM plan, the GPU's size, presets, and a run's checkpoints.
+
+The preview tokenizes with the model's own tokenizer and chat template, which means transformers and so torch:
+it runs in the worker process (app/worker_pool.py), never in the web process. The rest reads JSON and config
+files or NVML and runs in the caller's thread.
 """
 
 from __future__ import annotations
@@ -8,7 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from app import worker_pool
+
+REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "assets" / "finetune"
 
 
@@ -26,12 +32,15 @@ class DataPreview:
     """The problem, naming file, line and field."""
 
 
-def load_presets() -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(PRESETS.glob("*.json"))}
-
-
 def preview_dataset(model_path: str, data: str, fmt: str = "auto", mapping: dict | None = None,
                     n_samples: int = 3, seq_len: int = 1024) -> DataPreview:
+    """Read the dataset and tokenize a few rows with the model's template, in the worker process."""
+    return worker_pool.run(tokenize_preview, model_path, data, fmt, mapping, n_samples, seq_len)
+
+
+def tokenize_preview(model_path: str, data: str, fmt: str, mapping: dict | None, n_samples: int,
+                     seq_len: int) -> DataPreview:
+    """The preview itself; runs in the worker process (it imports transformers)."""
     from engine.finetune.data import DataError, load_examples
 
     try:
@@ -42,7 +51,10 @@ def preview_dataset(model_path: str, data: str, fmt: str = "auto", mapping: dict
 
     from engine.finetune.template import ensure_chat_template, preview, tokenize_text
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as e:  # not a model folder, or no tokenizer in it
+        return DataPreview(format=fmt, rows=len(examples), error=f"{model_path}: no usable tokenizer: {e}")
     ensure_chat_template(tokenizer)
     samples = []
     for ex in examples[:n_samples]:
@@ -53,8 +65,14 @@ def preview_dataset(model_path: str, data: str, fmt: str = "auto", mapping: dict
     return DataPreview(format=fmt, rows=len(examples), samples=samples)
 
 
+def load_presets() -> dict[str, dict]:
+    """Saved wizard arguments by name (assets/finetune/*.json)."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(PRESETS.glob("*.json"))}
+
+
 def vram_plan(model_path: str, method: str, seq_len: int, batch: int, grad_checkpointing: bool, lora_r: int,
               gpu_gib: float, train_tokens: int):
+    """The planner's estimate from the model's config.json alone (no weights, no torch)."""
     from engine.finetune.vram_planner import ModelShape, plan
 
     return plan(ModelShape.from_folder(model_path), method, seq_len, batch, gpu_gib, grad_checkpointing, lora_r,
@@ -72,23 +90,8 @@ def gpu_memory_gib() -> float:
     return gpus[0].mem_total / 2**30 if gpus else 0.0
 
 
-def loss_curves(root: Path, job_ids: list[int]) -> dict[int, list[tuple[int, float]]]:
-    """job id -> [(step, loss)] for overlaying several runs."""
-    from sqlmodel import select
-
-    from app.db import session
-    from app.tables import Metric
-
-    with session(root) as s:
-        rows = s.exec(select(Metric).where(Metric.job_id.in_(job_ids), Metric.name == "loss")
-                      .order_by(Metric.step)).all()
-    curves: dict[int, list[tuple[int, float]]] = {j: [] for j in job_ids}
-    for m in rows:
-        curves[m.job_id].append((m.step, m.value))
-    return curves
-
-
 def checkpoints(run_dir: Path) -> list[str]:
+    """A run's saved checkpoints, newest name first."""
     folder = run_dir / "checkpoints"
     if not folder.is_dir():
         return []

@@ -1,0 +1,79 @@
+"""A helper process for the short work a page needs that imports torch or transformers (tokenizing a preview),
+so the web process never imports them.
+
+Why a process and not a thread: `import transformers` pulls in torch (seconds of import, hundreds of MB, its
+own thread pools) for the life of whatever process imports it; the web process must stay small and quick to
+answer. Why spawn: a forked child would inherit the web process's event loop, threads and open SQLite
+connections mid-flight. Why one long-lived worker started on first use: the first call pays the imports,
+every later call (the next preview, another model) is quick, and an app that never previews never starts it.
+
+Functions run here must be module-level (they travel by name) and take and return picklable values; their
+exceptions are raised again in the caller. A worker that died (killed, out of memory) is replaced on the next
+call.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+R = TypeVar("R")
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+
+
+def _executor() -> ProcessPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_ignore_interrupts)
+        return _pool
+
+
+def _ignore_interrupts() -> None:
+    # A Ctrl-C in the terminal reaches the whole process group: the web process stops the worker itself (or the
+    # worker sees its pipe close), so it should not die mid-call with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _discard(pool: ProcessPoolExecutor) -> None:
+    global _pool
+    with _lock:
+        if _pool is pool:
+            _pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _submit(func: Callable[..., R], args: tuple, kwargs: dict) -> R:
+    pool = _executor()
+    try:
+        return pool.submit(func, *args, **kwargs).result()
+    except BrokenProcessPool:
+        _discard(pool)
+        raise
+
+
+def run(func: Callable[..., R], *args, **kwargs) -> R:
+    """func(*args, **kwargs) in the worker process; blocks until it returns (call it off the event loop)."""
+    try:
+        return _submit(func, args, kwargs)
+    except BrokenProcessPool:  # the worker died since the last call, or during this one: once more, afresh
+        try:
+            return _submit(func, args, kwargs)
+        except BrokenProcessPool:
+            raise RuntimeError(f"the worker process died running {func.__module__}.{func.__qualname__}") from None
+
+
+def shutdown() -> None:
+    """Stop the worker (the app calls this on shutdown); a later run() starts a fresh one."""
+    with _lock:
+        pool = _pool
+    if pool is not None:
+        _discard(pool)
