@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 
 from nicegui import ElementFilter, ui
@@ -72,3 +73,27 @@ async def test_chart_of_a_finished_span(home, user: User):
     # Default interval 3 s: ten minutes of 1 s rows fold into 200 buckets; the empty span says so.
     assert await chart_points(user, [200, 200]) == [200, 200]
     await user.should_see("No telemetry was recorded in this span.")
+
+
+async def test_timers_caught_by_a_stopping_app_end_quietly(home, user: User, monkeypatch):
+    """While the app stops, NiceGUI's run.io_bound answers None instead of running the call; a tick caught
+    then must end (CancelledError, which a timer takes as its end) rather than unpack None (TypeError)."""
+    from nicegui import core
+    from nicegui.app.app import State
+
+    add_host_rows(home, time.time() - 120, 20)
+    await user.open("/telemetry")  # taken before the live chart's first tick (3 s): that tick reads rows
+    with user.client:
+        callbacks = [timer.callback for timer in ElementFilter(kind=ui.timer)]
+    monkeypatch.setattr(core.app, "_state", State.STOPPING)
+    ended = 0
+    for callback in callbacks:
+        try:
+            result = callback()
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            ended += 1
+    # The current-values cards and the live chart each read through io_bound (so does the GPU inventory, a
+    # one-shot timer that may have run already).
+    assert ended >= 2

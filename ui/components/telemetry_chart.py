@@ -1,7 +1,7 @@
 """Charts of host and GPU telemetry over a time span: the Telemetry page follows the present, the Jobs page shows
 a job's span.
 
-Data is read off the event loop (run.io_bound) as bucketed averages, at most ~600 points a series. A live chart
+Data is read off the event loop (offload.io_bound) as bucketed averages, at most ~600 points a series. A live chart
 keeps one bucket width for its whole life and appends only buckets that are complete, so a point never changes
 once drawn and each tick sends a handful of new points' worth of work to the database.
 """
@@ -12,11 +12,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nicegui import run, ui
+from nicegui import ui
 
 from app import telemetry
 from app.telemetry import GpuPoint, HostPoint
 from ui import state
+from ui.components.offload import io_bound
 from ui.i18n import t
 
 MAX_POINTS = 600
@@ -83,7 +84,7 @@ class _Charts:
         until = self._until()
         if until <= self.edge and self.charts:
             return
-        host, gpus, inventory = await run.io_bound(self._fetch, self.edge, until, not self.charts)
+        host, gpus, inventory = await io_bound(self._fetch, self.edge, until, not self.charts)
         self.edge = max(until, self.edge)
         if self.box.is_deleted:
             return

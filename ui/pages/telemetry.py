@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 
-from nicegui import run, ui
+from nicegui import ui
 
 from app import telemetry
 from ui import state
 from ui.components.formatting import human_bytes, human_time
+from ui.components.offload import io_bound
 from ui.components.telemetry_chart import telemetry_chart
 from ui.frame import frame
 from ui.i18n import t
@@ -53,7 +54,7 @@ def telemetry_page() -> None:
         inventory = ui.column().classes("gap-0")
 
         async def show_inventory() -> None:
-            status, names = await run.io_bound(telemetry.gpu_inventory)
+            status, names = await io_bound(telemetry.gpu_inventory)
             with inventory:
                 if status != "ok":
                     ui.label(t("No NVIDIA GPU found: showing CPU, RAM and disk only.")).classes("font-medium")
@@ -70,7 +71,7 @@ def telemetry_page() -> None:
             telemetry_chart(root, time.time() - window_s, None, window_s=window_s)
 
         async def refresh_current() -> None:
-            current.refresh(*await run.io_bound(telemetry.latest, root))
+            current.refresh(*await io_bound(telemetry.latest, root))
 
         ui.timer(0, show_inventory, once=True)
         current(None, [])
