@@ -339,11 +339,13 @@ def agent_command(root: Path, args) -> int:
 def mcp_server_command(root: Path, args) -> int:
     import uvicorn
 
+    from engine.netaddr import bind_host
     from jobs.mcp_server import http_app
 
-    app = http_app(root, args.host, args.token or os.environ.get("INKSTONE_TOKEN", ""))
-    print(f"inkstone: MCP server at http://{args.host}:{args.port}/mcp", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    host = bind_host(args.host)
+    app = http_app(root, host, args.token or os.environ.get("INKSTONE_TOKEN", ""))
+    print(f"inkstone: MCP server at http://{host}:{args.port}/mcp", file=sys.stderr)
+    uvicorn.run(app, host=host, port=args.port, log_level="warning")
     return 0
 
 

@@ -9,8 +9,9 @@ an access token, and then every request must carry it as `Authorization: Bearer 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from pathlib import Path
+
+from engine.netaddr import bind_host, check_bind
 
 STARTABLE = ("data_prep", "finetune", "eval", "export_gguf", "merge_adapter", "import_model", "serve")
 """Job kinds an outside agent may start."""
@@ -122,15 +123,6 @@ def build_server(root: Path):
     return server
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class BearerToken:
     """ASGI middleware: every HTTP request needs `Authorization: Bearer <token>`."""
 
@@ -151,7 +143,7 @@ class BearerToken:
 
 def http_app(root: Path, host: str = "127.0.0.1", token: str = ""):
     """The Streamable HTTP app at /mcp; ValueError when bound beyond loopback without a token."""
-    if not _is_loopback(host) and not token:
-        raise ValueError(f"binding the MCP server to {host} needs an access token (--token or INKSTONE_TOKEN)")
+    host = bind_host(host)
+    check_bind(host, token, "an access token (--token or INKSTONE_TOKEN)")
     app = build_server(root).streamable_http_app(host=host)
     return BearerToken(app, token) if token else app

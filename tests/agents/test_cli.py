@@ -31,4 +31,4 @@ def test_agent_command_refuses_an_unknown_tool(home, capsys):
 def test_mcp_server_command_refuses_a_public_address_without_a_token(home, capsys, monkeypatch):
     monkeypatch.delenv("INKSTONE_TOKEN", raising=False)
     assert cli.main(["--data-dir", str(home), "mcp-server", "--host", "0.0.0.0"]) == 2
-    assert "needs an access token" in capsys.readouterr().err
+    assert "needs an access token (--token or INKSTONE_TOKEN)" in capsys.readouterr().err

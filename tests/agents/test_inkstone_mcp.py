@@ -54,6 +54,8 @@ def test_an_agent_lists_the_store_starts_a_job_and_reads_its_status(inkstone_mcp
 def test_a_token_is_needed_beyond_loopback_and_checked(inkstone_mcp, home):
     with pytest.raises(ValueError, match="needs an access token"):
         http_app(home, host="0.0.0.0")
+    with pytest.raises(ValueError, match="needs an access token"):
+        http_app(home, host="192.168.1.20")
     url = inkstone_mcp(token="s3cret")
     with pytest.raises(ToolError, match="could not be started"):
         MCPConnection(MCPServerSpec(name="no-token", url=url, timeout_s=10)).start()
