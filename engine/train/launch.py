@@ -4,11 +4,14 @@
 The job stays the parent: it writes the run's arguments to `launch.json`, starts the launcher in its own
 process group, turns rank 0's `@@progress` lines into progress callbacks, echoes everything else to its log,
 and on cancel sends SIGTERM to the group; the workers agree to stop at the next step and checkpoint.
+No process of the run outlives this one: the launcher dies with it (PR_SET_PDEATHSIG) and every rank watches
+it (OWNER_ENV), so a kill -9 of the job's worker ends the whole run within moments.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -20,9 +23,11 @@ from pathlib import Path
 
 from engine.finetune.config import FinetuneConfig
 from engine.ports import free_port
+from engine.procs import die_with_parent
 from engine.progress import Cancelled, Progress, no_progress
 
 PROGRESS, RESULT, CANCELLED, FAILED = "@@progress ", "@@result ", "@@cancelled", "@@failed "
+OWNER_ENV = "INKSTONE_RUN_OWNER_PID"  # the pid of the process that called launch(); ranks die when it does
 
 
 def launcher_command(config: FinetuneConfig, spec: Path, use_cuda: bool) -> list[str]:
@@ -58,7 +63,8 @@ def launch(config: FinetuneConfig, model_path: str | Path, output: str | Path, p
     spec.write_text(json.dumps({"config": asdict(config), "model_path": str(model_path), "output": str(output),
                                 "resume": str(resume) if resume else None}))
     use_cuda = config.device != "cpu" and torch.cuda.is_available()
-    child_env = dict(os.environ, **(env or {}), PYTHONUNBUFFERED="1")
+    owner = os.getpid()
+    child_env = dict(os.environ, **(env or {}), PYTHONUNBUFFERED="1", **{OWNER_ENV: str(owner)})
     if config.gpus:  # chosen GPUs replace the one slot the job runner may have pinned
         if config.deepspeed:
             child_env.pop("CUDA_VISIBLE_DEVICES", None)  # DeepSpeed's --include selects them itself
@@ -66,6 +72,7 @@ def launch(config: FinetuneConfig, model_path: str | Path, output: str | Path, p
             child_env["CUDA_VISIBLE_DEVICES"] = config.gpus
     proc = subprocess.Popen(launcher_command(config, spec, use_cuda), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=child_env, start_new_session=True,
+                            preexec_fn=functools.partial(die_with_parent, owner),
                             cwd=Path(__file__).resolve().parents[2])
     stopper = threading.Thread(target=_stop_on_cancel, args=(proc, cancel), daemon=True)
     stopper.start()

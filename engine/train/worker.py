@@ -2,6 +2,8 @@
 the DeepSpeed launcher. It joins the process group, trains, and talks to the parent through stdout lines.
 
 SIGTERM (the parent's cancel) only sets a flag: the loop agrees on it across processes at a step boundary.
+A kill -9 of the process that launched the run is not a cancel: every rank exits at once (it watches that
+process), as the launcher between them may have died without passing anything on.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from pathlib import Path
 
 
 def main(spec_path: str) -> int:
+    from engine.procs import exit_when_gone
+    from engine.train.launch import CANCELLED, FAILED, OWNER_ENV, PROGRESS, RESULT
+
+    if os.environ.get(OWNER_ENV):  # first, before the slow imports
+        exit_when_gone(int(os.environ[OWNER_ENV]))
     import torch
     import torch.distributed as dist
 
     from engine.finetune.config import FinetuneConfig
     from engine.finetune.trainer import train
     from engine.progress import Cancelled
-    from engine.train.launch import CANCELLED, FAILED, PROGRESS, RESULT
 
     spec = json.loads(Path(spec_path).read_text())
     config = FinetuneConfig(**spec["config"])
