@@ -25,7 +25,7 @@ from app.errors import DatabaseError, NotFound
 from app.settings import SettingsError, data_dir
 from engine.argdocs import field_docs
 
-MANAGEMENT = ("ui", "jobs", "models", "agent", "mcp-server")
+MANAGEMENT = ("ui", "jobs", "models", "agent", "agent-bench", "mcp-server")
 
 
 def _add_kind_parser(sub, kind, groups: dict) -> None:
@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     msub.add_parser("setup-default", help="convert and register the bundled SmolLM2 model")
 
     _add_agent_parser(sub)
+    bench = sub.add_parser("agent-bench", help="score a model's tool calling: BFCL v4 categories, GSM8K with Python")
+    bench.add_argument("model", help="a registered model, a .gguf file, or a model server's URL")
+    bench.add_argument("--bench", default="bfcl:simple_python",
+                       help="bfcl:<simple_python|multiple|parallel|parallel_multiple|irrelevance> or gsm8k-python")
+    bench.add_argument("--limit", type=int, default=20, help="items to run")
+    bench.add_argument("--api-key", help="Bearer token of a model server URL")
     mcp = sub.add_parser("mcp-server", help="serve Inkstone to outside agents over MCP (Streamable HTTP at /mcp)")
     mcp.add_argument("--host", default="127.0.0.1", help="bind address; beyond loopback a token is required")
     mcp.add_argument("--port", type=int, default=8765)
@@ -336,6 +342,28 @@ def agent_command(root: Path, args) -> int:
     return 0
 
 
+def agent_bench_command(root: Path, args) -> int:
+    client = _agent_client(root, args.model, args.api_key)
+    name, _, category = args.bench.partition(":")
+    if name == "bfcl":
+        from engine.agents.bench import bfcl
+
+        result = bfcl.evaluate(client, category or "simple_python", args.limit, progress=_stderr_progress)
+        metrics = {"accuracy": result.accuracy, "items": result.total}
+        print(f"licence: {bfcl.LICENCE}", file=sys.stderr)
+    elif name == "gsm8k-python":
+        from engine.agents.bench import gsm8k_tool
+
+        items = gsm8k_tool.load(args.limit)
+        scores = gsm8k_tool.evaluate(client, root / "agents" / "bench-workspace", items, progress=_stderr_progress)
+        metrics = scores.metrics() | {"items": scores.total}
+        print(f"licence: {gsm8k_tool.LICENCE}", file=sys.stderr)
+    else:
+        raise ValueError(f"--bench {args.bench!r}: use bfcl:<category> or gsm8k-python")
+    print(json.dumps({"bench": args.bench, "model": args.model, **metrics}, ensure_ascii=False))
+    return 0
+
+
 def mcp_server_command(root: Path, args) -> int:
     import uvicorn
 
@@ -365,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
             return models_command(root, args)
         if args.command == "agent":
             return agent_command(root, args)
+        if args.command == "agent-bench":
+            return agent_bench_command(root, args)
         if args.command == "mcp-server":
             return mcp_server_command(root, args)
         return run_kind(root, args)

@@ -3,6 +3,8 @@ CLI resolves the URL, builds the tools, streams the steps to stderr, prints the 
 
 from __future__ import annotations
 
+import pytest
+
 import cli
 
 
@@ -32,3 +34,14 @@ def test_mcp_server_command_refuses_a_public_address_without_a_token(home, capsy
     monkeypatch.delenv("INKSTONE_TOKEN", raising=False)
     assert cli.main(["--data-dir", str(home), "mcp-server", "--host", "0.0.0.0"]) == 2
     assert "needs an access token (--token or INKSTONE_TOKEN)" in capsys.readouterr().err
+
+
+def test_agent_bench_scores_bfcl_against_a_server(scripted_server, home, capsys):
+    import json
+
+    pytest.importorskip("bfcl_eval")
+    url, requests = scripted_server  # its first reply calls the calculator: wrong for BFCL's first items
+    assert cli.main(["--data-dir", str(home), "agent-bench", url, "--bench", "bfcl:irrelevance", "--limit", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == {"bench": "bfcl:irrelevance", "model": url, "accuracy": 0.5, "items": 2}
+    assert len(requests) == 2 and requests[0]["tools"][0]["function"]["parameters"]["type"] == "object"
