@@ -21,6 +21,7 @@ NAV = [
     ("/chat", "Chat", "chat"),
     ("/agents", "Agents", "psychology"),
     ("/export", "Export", "output"),
+    ("/evaluate", "Evaluate", "fact_check"),
     ("/jobs", "Jobs", "work_history"),
     ("/telemetry", "Telemetry", "insights"),
     ("/settings", "Settings", "settings"),
