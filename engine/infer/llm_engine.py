@@ -179,7 +179,11 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         if batch:
             self._hand_over_grammar_mask(batch)
-            outputs.extend(self._postprocess(batch, self.runner.run(batch)))
+            try:
+                result = self.runner.run(batch)
+            finally:  # a runner that failed before sampling must not leave its mask to the next step
+                self.runner.sampler.next_mask = None
+            outputs.extend(self._postprocess(batch, result))
         return outputs
 
     def _hand_over_grammar_mask(self, batch: ScheduledBatch) -> None:

@@ -1,10 +1,11 @@
 """POST /v1/chat/completions: messages through the chat template, tools and JSON mode, streamed or not.
 
-Forcing without a grammar engine: `tool_choice: "required"` opens the assistant turn with `<tool_call>\\n`, a
-named function with `<tool_call>\\n{"name": "...", "arguments": ` and JSON mode with `{`, so the model can only
-continue a call or an object. Those prefilled characters count as output (the client sees them). JSON mode
-is not constrained past that first `{`: the system prompt asks for one JSON object, and an answer that ended
-normally but does not parse as JSON gets `finish_reason: "invalid_json"` so a client cannot mistake it.
+Structured output is decoded under a grammar (engine/serve/constraints.py picks it): `response_format`
+json_object / json_schema, vLLM's guided_* extras, `tool_choice: "required"` or a named function (only calls,
+in the template's `<tool_call>` format, arguments valid for the function's schema), and `tool_choice: "auto"`
+(free text, but a call the model opens is completed valid). So an answer that stopped normally always parses.
+JSON mode also tells the model, in the system prompt, to answer in JSON (with the schema), which helps it fill
+the form with sensible content.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from engine.infer import RequestOutput
-from engine.serve import serving
+from engine.infer.structured import StructuredOutput
+from engine.serve import constraints, serving
 from engine.serve.async_engine import AsyncEngine
 from engine.serve.chat_template import build_chat_prompt
 from engine.serve.limits import ServeLimits
@@ -39,7 +41,7 @@ from engine.serve.protocol import (
     Usage,
     random_id,
 )
-from engine.serve.tool_calls import TOOL_CALL_START, StreamingToolCallParser
+from engine.serve.tool_calls import StreamingToolCallParser
 
 JSON_INSTRUCTION = "Respond with one valid JSON object and nothing else."
 
@@ -50,12 +52,10 @@ class ChatPlan:
 
     prompt_ids: list[int]
     """The templated prompt, tokenized."""
-    prefill: str
-    """Text put at the start of the assistant turn; it is part of the answer the client gets."""
     parse_tools: bool
     """Whether to look for tool calls in the output."""
-    want_json: bool
-    """Whether the answer must parse as JSON (response_format json_object / json_schema)."""
+    constraint: tuple[StructuredOutput, str] | None = None
+    """The grammar the output is decoded under and the request field it comes from; None: free text."""
 
 
 @dataclass
@@ -63,7 +63,7 @@ class ChoiceState:
     """One of the n samples, as its outputs arrive: what the client has been shown and the raw text."""
 
     text: str = ""
-    """The raw output, prefill included (the JSON check reads it)."""
+    """The raw output."""
     content: str = ""
     """Content shown so far: the text less the tool-call blocks the parser took out."""
     tool_calls: list[ToolCall] = field(default_factory=list)
@@ -90,28 +90,23 @@ class ChoiceDelta:
 def plan_chat(req: ChatCompletionRequest, tokenizer) -> ChatPlan:
     choice = req.tool_choice or "auto"
     tools = req.tools if choice != "none" else None
-    prefill, system_extra = "", None
     if choice == "required" or isinstance(choice, NamedToolChoice):
         if not req.tools:
             raise APIError("tool_choice needs tools", param="tool_choice")
-        prefill = f"{TOOL_CALL_START}\n"
         if isinstance(choice, NamedToolChoice):
             names = [t.function.name for t in req.tools]
             if choice.function.name not in names:
                 raise APIError(f"tool_choice names {choice.function.name!r}, which is not in tools {names}",
                                param="tool_choice")
-            prefill += f'{{"name": {json.dumps(choice.function.name)}, "arguments": '
-    want_json = req.response_format is not None and req.response_format.type != "text"
-    if want_json:
+    system_extra = None
+    if req.response_format is not None and req.response_format.type != "text":
         system_extra = JSON_INSTRUCTION
         if req.response_format.json_schema:
             schema = req.response_format.json_schema.get("schema", req.response_format.json_schema)
             system_extra += f" It must follow this JSON schema:\n{json.dumps(schema, ensure_ascii=False)}"
-        if not prefill:
-            prefill = "{"
-    text = build_chat_prompt(tokenizer, req.messages, tools, system_extra, prefill)
+    text = build_chat_prompt(tokenizer, req.messages, tools, system_extra)
     ids = tokenizer.encode(text, add_special_tokens=False)
-    return ChatPlan(prompt_ids=ids, prefill=prefill, parse_tools=bool(tools), want_json=want_json)
+    return ChatPlan(prompt_ids=ids, parse_tools=bool(tools), constraint=constraints.chat_constraint(req))
 
 
 def logprob_entries(tokenizer, out: RequestOutput) -> list[TokenLogprobEntry]:
@@ -124,18 +119,9 @@ def logprob_entries(tokenizer, out: RequestOutput) -> list[TokenLogprobEntry]:
     return entries
 
 
-def final_reason(state: ChoiceState, plan: ChatPlan, called_tools: bool, content: str | None) -> str:
+def final_reason(state: ChoiceState, called_tools: bool) -> str:
     reason = state.finish_reason or "stop"
-    if reason != "stop":
-        return reason
-    if called_tools:
-        return "tool_calls"
-    if plan.want_json:
-        try:
-            json.loads(content or "")
-        except json.JSONDecodeError:
-            return "invalid_json"
-    return reason
+    return "tool_calls" if reason == "stop" and called_tools else reason
 
 
 class ChatRun:
@@ -147,11 +133,8 @@ class ChatRun:
 
     def __init__(self, tokenizer, plan: ChatPlan, n: int):
         self.tokenizer, self.plan = tokenizer, plan
-        self.states = [ChoiceState(text=plan.prefill) for _ in range(n)]
+        self.states = [ChoiceState() for _ in range(n)]
         self.cached_tokens = 0
-        for state in self.states:
-            # The prefill is part of the answer: JSON mode's "{" shows at once, a forced tool call's tag is held.
-            state.content = state.parser.feed(plan.prefill)[0] if plan.parse_tools else plan.prefill
 
     def apply(self, out: RequestOutput) -> ChoiceDelta:
         state = self.states[out.index]
@@ -172,7 +155,7 @@ class ChatRun:
         delta = ChoiceDelta(out.index, content, calls, logprobs)
         if out.finished:
             state.finish_reason = out.finish_reason
-            delta.finish_reason = final_reason(state, self.plan, bool(state.tool_calls), state.text)
+            delta.finish_reason = final_reason(state, bool(state.tool_calls))
         return delta
 
     def failure(self) -> str | None:
@@ -187,7 +170,7 @@ class ChatRun:
                 content = content.strip() or None
             choices.append(ChatChoice(
                 index=index, message=AssistantMessage(content=content, tool_calls=state.tool_calls or None),
-                finish_reason=final_reason(state, self.plan, bool(state.tool_calls), state.text),
+                finish_reason=final_reason(state, bool(state.tool_calls)),
                 logprobs=ChoiceLogprobs(content=state.logprobs) if state.logprobs else None))
         return choices
 
@@ -214,7 +197,9 @@ class ChatHandler:
             requested, len(plan.prompt_ids), self.engine.max_model_len, "messages",
             "max_completion_tokens" if req.max_completion_tokens else "max_tokens",
             default=self.limits.default_max_tokens)
-        params = serving.sampling_params(req, max_tokens, logprobs=(req.top_logprobs or 0) if req.logprobs else None)
+        structured = await constraints.compile_constraint(self.engine, plan.constraint)
+        params = serving.sampling_params(req, max_tokens, logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+                                         structured_output=structured)
         request_id = random_id("chatcmpl")
         streams = await serving.start_requests(self.engine, [plan.prompt_ids], params, request_id)
         run = ChatRun(tokenizer, plan, req.n)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from engine.infer import RequestOutput, TokenLogprob
-from engine.serve import serving
+from engine.serve import constraints, serving
 from engine.serve.async_engine import AsyncEngine
 from engine.serve.limits import ServeLimits
 from engine.serve.protocol import (
@@ -86,8 +86,9 @@ class CompletionsHandler:
         for prompt in prompts:
             serving.resolve_max_tokens(engine_max_tokens, len(prompt.ids), self.engine.max_model_len, "prompt")
         prompt_logprobs = req.logprobs if req.echo and req.logprobs is not None else None
+        structured = await constraints.compile_constraint(self.engine, constraints.extras_constraint(req))
         params = serving.sampling_params(req, engine_max_tokens, logprobs=req.logprobs,
-                                         prompt_logprobs=prompt_logprobs)
+                                         prompt_logprobs=prompt_logprobs, structured_output=structured)
         request_id = random_id("cmpl")
         streams = await serving.start_requests(self.engine, [p.ids for p in prompts], params, request_id)
         run = CompletionRun(self.engine.tokenizer, req, prompts)

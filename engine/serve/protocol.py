@@ -66,6 +66,7 @@ class FunctionDefinition(BaseModel):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
 class Tool(BaseModel):
@@ -91,6 +92,16 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class StructuredOutputsField(BaseModel):
+    """vLLM's `structured_outputs` object: one of these constrains the output."""
+
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = Field(None, min_length=1)
+    grammar: str | None = None
+    json_object: bool | None = None
+
+
 class SamplingFields(BaseModel):
     """Fields both endpoints share; names and ranges follow OpenAI, the last block follows vLLM."""
 
@@ -111,6 +122,12 @@ class SamplingFields(BaseModel):
     repetition_penalty: float = Field(1.0, gt=0.0)
     ignore_eos: bool = False
     stop_token_ids: list[TokenId] | None = None
+    # vLLM's structured-output extras (engine/serve/constraints.py): at most one of them.
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = Field(None, min_length=1)
+    guided_grammar: str | None = None
+    structured_outputs: StructuredOutputsField | None = None
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

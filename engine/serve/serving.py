@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from engine.infer import RequestOutput, SamplingParams
+from engine.infer.structured import StructuredOutput
 from engine.serve.async_engine import AsyncEngine, RequestStream
 from engine.serve.protocol import APIError, SamplingFields
 
@@ -29,7 +30,8 @@ def field_error(exc: ValueError) -> APIError:
 
 
 def sampling_params(req: SamplingFields, max_tokens: int, logprobs: int | None = None,
-                    prompt_logprobs: int | None = None) -> SamplingParams:
+                    prompt_logprobs: int | None = None,
+                    structured_output: StructuredOutput | None = None) -> SamplingParams:
     params = SamplingParams(
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
@@ -37,6 +39,7 @@ def sampling_params(req: SamplingFields, max_tokens: int, logprobs: int | None =
         frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty, seed=req.seed,
         max_tokens=max_tokens, stop=req.stop_list(), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=req.ignore_eos, n=req.n, logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+        structured_output=structured_output,
     )
     try:
         params.validate()
