@@ -66,10 +66,12 @@ class TelemetrySampler:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Wake the thread and join it; whether it ended within timeout seconds."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()

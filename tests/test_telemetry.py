@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from sqlmodel import func, select
@@ -146,3 +147,20 @@ def test_series_bucket_by_average(home):
     assert len(telemetry.host_series(home, start, end, bucket_s=30)) == 2
     assert len(telemetry.host_series(home, start, start + 20)) == 20
     assert telemetry.host_series(home, end, end + 60) == []
+
+
+async def test_stopping_the_web_app_joins_the_sampler(home):
+    """The web app's shutdown handler really stops the sampler: NiceGUI hands a one-argument handler its App,
+    which a bound `sampler.stop` took as its timeout, so the thread was never joined (and every stop logged
+    "Application shutdown failed")."""
+    from nicegui.testing.user_simulation import user_simulation
+
+    from app.registry import BUNDLED_MARKER
+    from ui import main as web
+
+    (home / BUNDLED_MARKER).write_text("1")  # no first-start job: this test is about the sampler
+    main_file = Path(__file__).resolve().parents[1] / "ui" / "main.py"
+    async with user_simulation(main_file=main_file):  # the real app lifecycle: startup, then shutdown on exit
+        sampler = web.start_background_work()
+        assert sampler.is_alive()
+    assert not sampler.is_alive()

@@ -16,9 +16,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from nicegui import app, ui
 
+from app import worker_pool
+from app.telemetry import TelemetrySampler
 from ui import pages, state
 from ui.auth import TokenGuard, token_presented
 from ui.i18n import t
+
+SAMPLER_STOP_S = 5.0
 
 
 def register_pages() -> None:
@@ -65,13 +69,20 @@ def register_bundled_model_once() -> None:
         submit(state.root(), "import_model", {"bundled": True}, title="Set up the bundled model")
 
 
-def start_background_work() -> None:
-    from app.telemetry import TelemetrySampler
-
+def start_background_work() -> TelemetrySampler:
+    """On startup: the first-start registration, the telemetry sampler, and their stop on shutdown."""
     register_bundled_model_once()
-    sampler = TelemetrySampler(state.root(), state.settings().telemetry_interval_s)
-    sampler.start()
-    app.on_shutdown(sampler.stop)
+    sampler = TelemetrySampler(state.root(), state.settings().telemetry_interval_s).start()
+    # A lambda, not sampler.stop: NiceGUI hands a handler that takes an argument its App object.
+    app.on_shutdown(lambda: stop_background_work(sampler))
+    return sampler
+
+
+def stop_background_work(sampler: TelemetrySampler) -> None:
+    """Join the sampler (a failure here is logged by the server as a failed shutdown) and end the worker."""
+    worker_pool.shutdown()
+    if not sampler.stop(SAMPLER_STOP_S):
+        raise RuntimeError(f"the telemetry sampler did not stop within {SAMPLER_STOP_S} s")
 
 
 def build(data_dir: str | None = None) -> None:
@@ -104,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
            favicon="🪨")
 
 
-if __name__ in {"__main__", "__mp_main__"}:
+# Not under "__mp_main__": the preview worker (a spawned process) imports this module by that name.
+if __name__ == "__main__":
     if os.environ.get("NICEGUI_USER_SIMULATION"):
         # Under NiceGUI's User test fixture: build the pages; ui.run is simulated.
         build(os.environ.get("INKSTONE_HOME"))
