@@ -46,22 +46,52 @@ def _link_job(root: Path, job_id: int, model_id: int | None, dataset_id: int | N
         s.add(job)
 
 
+def is_url(model: str) -> bool:
+    return model.startswith(("http://", "https://"))
+
+
+def _resolve(root: Path, ref: str) -> tuple[str, int | None, int | None]:
+    """(path, Model id, Export id): a registered model or folder, an exported GGUF file, or a URL as is."""
+    from sqlmodel import select
+
+    from app.db import session
+    from app.registry import is_gguf
+    from app.tables import Export
+    from jobs.tasks.finetune import resolve_base
+
+    if is_url(ref):
+        return ref, None, None
+    if is_gguf(ref):
+        path = str(Path(ref).expanduser().resolve())
+        if not Path(path).is_file():
+            raise ValueError(f"model: {ref} is not a file")
+        with session(root) as s:
+            export = s.exec(select(Export).where(Export.path == path)).first()
+        return path, export.model_id if export else None, export.id if export else None
+    path, model_id, _ = resolve_base(root, ref)
+    return path, model_id, None
+
+
 def run(args: EvalConfig, ctx: JobContext) -> dict:
     from app import evals
     from engine.eval.backends import EngineBackend
     from engine.eval.runner import Evaluator, results_json
-    from jobs.tasks.finetune import resolve_base
 
-    path, model_id, _ = resolve_base(ctx.root, args.model)
+    path, model_id, export_id = _resolve(ctx.root, args.model)
     dataset_id = _custom_dataset(ctx.root, args.tasks)
     _link_job(ctx.root, ctx.job_id, model_id, dataset_id)
     settings_hash = args.settings_hash()
     run_row = evals.start_run(ctx.root, model_ref=args.model, tasks=args.tasks, mode=args.mode,
                               settings={**args.settings(), "tasks": args.tasks}, settings_hash=settings_hash,
-                              job_id=ctx.job_id, model_id=model_id, dataset_id=dataset_id)
+                              job_id=ctx.job_id, model_id=model_id, export_id=export_id, dataset_id=dataset_id)
     try:
         ctx.progress(0.0, f"loading {args.model}")
-        backend = EngineBackend(path, dtype=args.dtype, device=args.device)
+        if is_url(args.model):
+            from engine.eval.openai_backend import OpenAIBackend
+
+            backend = OpenAIBackend(args.model, api_key=os.environ.get("INKSTONE_EVAL_API_KEY", ""))
+        else:  # an HF folder runs on our runner; a GGUF through llama.cpp (generation mode)
+            backend = EngineBackend(path, dtype=args.dtype, device=args.device)
         save = lambda r: evals.save_task(ctx.root, run_row.id, r.task, r.licence, r.metrics, r.samples, settings_hash)
         evaluator = Evaluator(args, backend, evals.SqliteResponseCache(ctx.root), ctx.progress, ctx.cancel)
         outcome = evaluator.run(on_task=save)
