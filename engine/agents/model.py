@@ -151,16 +151,14 @@ class LocalEngineClient:
             plan = plan_chat(ChatCompletionRequest(**body), self.engine.tokenizer)
         except (APIError, ValueError) as exc:
             raise ModelError(f"the request was refused: {exc}") from exc
-        # The server's plan: a grammar for forced or started tool calls (structured output), or, before the
-        # engine had grammars, a prefilled opening of the call.
-        constraint = getattr(plan, "constraint", None)
-        grammar = {"structured_output": constraint[0]} if constraint else {}
+        # The server's plan: tool calls (forced, or started under tool_choice auto) decoded under a grammar.
+        grammar = {"structured_output": plan.constraint[0]} if plan.constraint else {}
         params = SamplingParams(temperature=temperature, max_tokens=max_tokens, stop=list(stop or []), **grammar)
         try:
             result = self.engine.generate([plan.prompt_ids], params)[0]
         except ValueError as exc:  # a prompt longer than the context, a grammar the library refuses
             raise ModelError(f"the engine refused the request: {exc}") from exc
-        text = getattr(plan, "prefill", "") + result.text
+        text = result.text
         content, calls = parse_tool_calls(text) if plan.parse_tools else (text, [])
         requests = [ToolCallRequest(name=c.function.name, arguments=c.function.arguments, id=c.id) for c in calls]
         return Reply(
