@@ -10,6 +10,13 @@ GPU (`--device cuda --random-7b`): a random-init Llama-2-7B shape in bf16, the g
 in 128 / out 128, and the nano-vllm shape (256 requests, in/out lengths uniform in 100..1024, ignore_eos; ours
 only, HF would need a padded 256 x 2048 batch).
 
+CPU, llama.cpp in the same run (bench/llama_cpp_side.py; --no-llama-cpp skips it), same threads: batch-1
+decode of our model streamed through `inkstone serve` against llama.cpp on the F16 GGUF of the same model (our
+exporter's) and on the bundled Q4_1 file; the mixed workload against llama.cpp serving the requests one at a
+time; prefill tok/s of a long prompt on both.
+
+Ours runs with compiled CPU decode graphs (EngineConfig.compile_cpu; --eager for the eager engine), compiled
+before timing from inductor's cache under .data/inductor-cache (the first run compiles: minutes).
 Each case runs --repeat turns, alternating the sides, and reports medians. Prints the ratios and appends
 a dated row per case to docs/benchmarks.md.
 """
@@ -160,9 +167,14 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16: ours, and HF's second run "
                         "(a CPU with AVX512-BF16 or AMX runs bf16 matmuls several times faster than fp32)")
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
+    parser.add_argument("--eager", action="store_true", help="ours without compiled CPU decode graphs")
+    parser.add_argument("--no-llama-cpp", action="store_true", help="CPU: skip the llama.cpp and served rows")
+    parser.add_argument("--served-tokens", type=int, default=128, help="tokens of the streamed batch-1 case")
+    parser.add_argument("--load", default="", help="what else ran on the machine, for the recorded rows")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
 
     from engine.models.bundled import ensure_bundled_hf
 
@@ -185,7 +197,15 @@ def main() -> None:
         ]
         dtype = args.dtype
 
-    engine = LLMEngine(str(model_dir), EngineConfig(device=args.device, dtype=dtype))
+    cpu = args.device == "cpu"
+    compiled = cpu and not args.eager
+    engine = LLMEngine(str(model_dir), EngineConfig(device=args.device, dtype=dtype, compile_cpu=compiled,
+                                                    compile_cache_dir=str(REPO / ".data" / "inductor-cache")))
+    if compiled:
+        start = time.perf_counter()
+        engine.runner.cpu_graphs.warm_up([b for b in engine.runner.cpu_graphs.sizes if b <= args.requests])
+        print(f"compiled CPU decode graphs {sorted(engine.runner.cpu_graphs.compiled)} in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
     ours_dtype = engine.runner.dtype
     vocab = engine.runner.model.config.vocab_size
     pad_id = engine.tokenizer.pad_token_id or 0
@@ -231,12 +251,73 @@ def main() -> None:
               + "   ".join(f"HF {_short(dt)} {t:>9.1f} tok/s = {ours / t:.2f}x" for dt, t in hf.items())
               + (f"   {note}" if note else ""), flush=True)
 
+    if cpu and not args.random_7b and not args.no_llama_cpp:
+        rows += llama_cpp_rows(engine, Path(model_dir), workloads[0], args, threads, step_bytes, bandwidth)
     if not args.no_record:
         default = next(iter(hf_models), None)
         record(rows, args.device, Path(model_dir).name if not args.random_7b else "random Llama-2-7B",
-               ours_dtype, default, args.repeat)
+               ours_dtype, default, args.repeat, compiled, args.load)
     if tmp is not None:
         tmp.cleanup()
+
+
+def llama_cpp_rows(engine: LLMEngine, model_dir: Path, mixed_w: Workload, args, threads: int, step_bytes: int,
+                   bandwidth: float) -> list[tuple]:
+    """Rows of (name, {baseline: tok/s}, ours tok/s, note) against llama.cpp, each side alternating per turn."""
+    from bench.llama_cpp_side import LlamaCpp, ServedModel, f16_gguf
+    from engine.models.bundled import bundled_gguf_path
+    from engine.ports import free_port
+
+    vocab = engine.runner.model.config.vocab_size
+    ggufs = {"llama.cpp F16": f16_gguf(model_dir, threads)}
+    if model_dir.name == "smollm2-135m-instruct":
+        ggufs["llama.cpp Q4_1 (bundled)"] = bundled_gguf_path()
+    llamas = {name: LlamaCpp(path, threads) for name, path in ggufs.items()}
+    log = REPO / ".data" / "bench-serve.log"
+    served = ServedModel(model_dir, free_port(), threads, _short(engine.runner.dtype).replace("torch.", ""),
+                         args.eager, log)
+    rows = []
+    try:
+        decode_w = mixed("stream", 1, (16, 16), (args.served_tokens,) * 2)
+        if not args.eager:
+            served.wait_compiled(random_prompts(decode_w, vocab, seed=99)[0])
+        runs: dict[str, list[float]] = {"ours": [], **{name: [] for name in llamas}}
+        for turn in range(args.repeat):
+            [prompt] = random_prompts(decode_w, vocab, seed=1 + turn)
+            runs["ours"].append(served.decode_rate(prompt, args.served_tokens))
+            for name, llm in llamas.items():
+                runs[name].append(llm.decode_rate(prompt, args.served_tokens))
+    finally:
+        served.close()
+    med = {name: statistics.median(r) for name, r in runs.items()}
+    ours = med.pop("ours")
+    gbs = ours * step_bytes / 1e9
+    rows.append((f"bs1 decode streamed through inkstone serve (in 16, out {args.served_tokens})", med, ours,
+                 f"effective {gbs:.1f} GB/s of weights = {gbs / bandwidth:.0%} of the measured read bandwidth "
+                 f"({bandwidth:.1f} GB/s)"))
+
+    f16 = llamas["llama.cpp F16"]
+    ours_runs, cpp_runs = [], []
+    for turn in range(args.repeat):
+        prompts = random_prompts(mixed_w, vocab, seed=1 + turn)
+        ours_runs.append(engine_throughput(engine, prompts, mixed_w))
+        cpp_runs.append(f16.serial_throughput(prompts, mixed_w.output_lens))
+    rows.append((f"{mixed_w.name}, llama.cpp one request at a time", {"llama.cpp F16": statistics.median(cpp_runs)},
+                 statistics.median(ours_runs), ""))
+
+    prefill_w = mixed("prefill", 1, (512, 512), (1, 1))
+    one_token = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
+    ours_runs, cpp_runs = [], []
+    for turn in range(args.repeat):
+        [prompt] = random_prompts(prefill_w, vocab, seed=1 + turn)
+        ours_runs.append(len(prompt) / timed(lambda p=prompt: engine.generate([p], one_token)))
+        cpp_runs.append(f16.prefill_rate(prompt))
+    rows.append(("prefill tok/s (one 512-token prompt)", {"llama.cpp F16": statistics.median(cpp_runs)},
+                 statistics.median(ours_runs), ""))
+    for name, baselines, value, note in rows:
+        print(f"{name:<60} ours {value:>8.1f}   " + "   ".join(f"{b} {t:.1f} = {value / t:.2f}x"
+                                                             for b, t in baselines.items()) + f"   {note}", flush=True)
+    return rows
 
 
 def _short(dtype: torch.dtype) -> str:
@@ -244,19 +325,26 @@ def _short(dtype: torch.dtype) -> str:
 
 
 def record(rows, device: str, model: str, ours_dtype: torch.dtype, hf_default: torch.dtype | None,
-           repeat: int) -> None:
+           repeat: int, compiled: bool, load: str) -> None:
     if not BENCHMARKS_MD.exists():
         BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
         BENCHMARKS_MD.write_text(HEADER)
     software = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    if device == "cpu":
+        import llama_cpp
+
+        software += f", llama-cpp-python {llama_cpp.__version__}"
+    mode = ", compiled decode" if compiled else ""
+    where = machine(device) + (f"; {load}" if load else "")
     today = datetime.date.today().isoformat()
     with BENCHMARKS_MD.open("a") as f:
         for name, hf, ours, note in rows:
             versus = "; ".join(
+                f"{dt} {t:.1f} = {ours / t:.2f}x" if isinstance(dt, str) else
                 f"HF generate {t:.1f} ({_short(dt)}{', its default' if dt == hf_default else ''}) = {ours / t:.2f}x"
                 for dt, t in hf.items()) or "no HF baseline"
-            f.write(f"| {today} | bench/infer_throughput.py ({model}) | {machine(device)} | {software} | "
-                    f"{name} (median of {repeat}): ours {ours:.1f} output tok/s ({_short(ours_dtype)}) vs {versus}"
+            f.write(f"| {today} | bench/infer_throughput.py ({model}) | {where} | {software} | "
+                    f"{name} (median of {repeat}): ours {ours:.1f} tok/s ({_short(ours_dtype)}{mode}) vs {versus}"
                     f"{'; ' + note if note else ''} |\n")
 
 

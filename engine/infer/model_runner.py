@@ -1,10 +1,11 @@
 """Runs the model for one scheduled step: builds the flat varlen inputs, owns the KV cache and CUDA graphs.
 
-Everything device-specific lives here. On CPU the model runs eagerly (in bf16 where the CPU has it natively)
-with a KV cache sized from cpu_kv_cache_gb. On CUDA the cache takes what is left of gpu_memory_utilization after
-a warm-up forward at the full token budget has measured peak activation memory; decode-only steps replay CUDA
-graphs captured per batch-size bucket (their Python overhead per step is what dominates small-batch decode),
-unless enforce_eager.
+Everything device-specific lives here. On CPU the model runs in bf16 where the CPU has it natively, with a KV
+cache sized from cpu_kv_cache_gb; prefill runs eagerly, decode-only steps run eagerly or, with compile_cpu,
+through torch.compile'd graphs per batch-size bucket (cpu_graphs.py). On CUDA the cache takes what is left of
+gpu_memory_utilization after a warm-up forward at the full token budget has measured peak activation memory;
+decode-only steps replay CUDA graphs captured per batch-size bucket (their Python overhead per step is what
+dominates small-batch decode), unless enforce_eager.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from engine.infer.config import EngineConfig
+from engine.infer.cpu_graphs import CpuDecodeGraphs
 from engine.infer.layers.activation import SiluAndMul
 from engine.infer.layers.attention import AttentionMetadata
+from engine.infer.layers.fp16_weights import fp16_weights_supported, use_fp16_weights
 from engine.infer.layers.norm import RMSNorm
 from engine.infer.layers.rotary import RotaryEmbedding
 from engine.infer.layers.sampler import Sampler, SamplerOutput, top_logprobs
@@ -73,9 +76,15 @@ class ModelRunner:
         self.model_path = model_path
         self.model.load_weights(model_path)
         self.model.eval()
+        self.fp16_weights = False
+        """fp32 compute over fp16 weights (dtype "auto" on a CPU without native bf16 that runs FBGEMM)."""
+        if device.type == "cpu" and config.dtype == "auto" and dtype == torch.float32 and fp16_weights_supported():
+            self.fp16_weights = use_fp16_weights(self.model) > 0
+            log.info("CPU without native bf16: fp32 compute over fp16 weights (FBGEMM)")
         self.max_position = max_position
         self.sampler = Sampler()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.cpu_graphs: CpuDecodeGraphs | None = None
         self.kv_cache: torch.Tensor | None = None
         self.num_blocks = 0
         self.max_blocks_per_seq = 0
@@ -122,11 +131,16 @@ class ModelRunner:
                                     attn.head_dim, dtype=self.dtype, device=self.device)
         for i, layer in enumerate(self.model.attention_layers()):
             layer.k_cache, layer.v_cache = self.kv_cache[0, i], self.kv_cache[1, i]
+            layer.kv_cache, layer.layer_index = self.kv_cache, i
         self.num_blocks = num_blocks
-        self.max_blocks_per_seq = (max_model_len + self.block_size - 1) // self.block_size
+        bs = self.block_size
+        self.max_blocks_per_seq = (max_model_len + bs - 1) // bs
         if self.device.type == "cuda":
             for layer in self.model.attention_layers():
                 layer.use_triton_kernels()
+        if self.device.type == "cpu" and self.config.compile_cpu and not self.config.enforce_eager:
+            self.cpu_graphs = CpuDecodeGraphs(self.model, self.config.max_num_seqs, self.max_blocks_per_seq * bs,
+                                              bs, attn.num_kv_heads, self.config.compile_cache_dir)
         if self.device.type == "cuda" and not self.config.enforce_eager:
             for module in self.model.modules():
                 if isinstance(module, (RMSNorm, RotaryEmbedding, SiluAndMul)):
@@ -217,6 +231,10 @@ class ModelRunner:
         batch_size = inputs.meta.num_decodes
         if (self.graphs and batch_size == inputs.input_ids.shape[0] and batch_size <= max(self.graphs)):
             return self._replay(inputs)
+        if self.cpu_graphs is not None and batch_size == inputs.input_ids.shape[0]:
+            hidden = self.cpu_graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
+            if hidden is not None:
+                return hidden
         return self.model(inputs.input_ids, inputs.positions, inputs.meta)
 
     # ---- CUDA graphs (decode only) ------------------------------------------------------------------

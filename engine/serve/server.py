@@ -46,6 +46,11 @@ class ServeArgs:
     """Reuse the KV cache of prompt prefixes seen before."""
     cpu_kv_cache_gb: float = 2.0
     """RAM for the KV cache when running on the CPU."""
+    enforce_eager: bool = False
+    """Run every step eagerly: no compiled CPU decode graphs (each batch size compiles in the background the first
+    time it is needed, minutes once, then cached on disk) and no CUDA graphs."""
+    compile_cache_dir: str | None = None
+    """Where compiled CPU decode graphs are kept between runs (default: torch's folder under /tmp)."""
     max_request_bytes: int = MAX_REQUEST_BYTES
     """Largest request body in bytes; a bigger one gets 413 before it is read or tokenized."""
     max_prompts: int = MAX_PROMPTS
@@ -94,8 +99,12 @@ def run_server(args: ServeArgs, progress: Progress = no_progress, cancel: thread
         config = EngineConfig(device=args.device, dtype=args.dtype, max_model_len=args.max_model_len,
                               gpu_memory_utilization=args.gpu_memory_utilization,
                               enable_prefix_caching=args.enable_prefix_caching,
-                              cpu_kv_cache_gb=args.cpu_kv_cache_gb)
+                              cpu_kv_cache_gb=args.cpu_kv_cache_gb, enforce_eager=args.enforce_eager,
+                              compile_cpu=not args.enforce_eager, compile_cache_dir=args.compile_cache_dir)
         engine = LLMEngine(args.model_path, config)
+        graphs = getattr(engine.runner, "cpu_graphs", None)
+        if graphs is not None:  # compiles start with the first request of each batch size; say so when they do
+            graphs.progress = lambda fraction, message: progress(None, message)
         name = args.served_model_name or Path(args.model_path).name
         progress(1.0, f"loaded {name} (context {engine.max_model_len} tokens)")
         if cancel is not None and cancel.is_set():

@@ -151,3 +151,25 @@ def test_bf16_on_cpu_follows_the_fp32_model(bundled_model_dir):
         chosen = logprobs.gather(1, torch.tensor(result.token_ids)[:, None])[:, 0]
         # Near-ties flip under bf16 rounding; anything else would be a wrong kernel, not rounding.
         assert (logprobs.max(-1).values - chosen).max() < 1.0, engine.tokenizer.decode(prompt)
+
+
+def test_fp16_weights_on_cpu_follow_the_fp32_model(bundled_model_dir):
+    """dtype auto on a CPU without native bf16 keeps fp32 compute over fp16 weights (FBGEMM): every greedy token
+    must be one fp32 HF ranks at or next to the top, and nearly all must be HF's own choice."""
+    engine = LLMEngine(str(bundled_model_dir), EngineConfig(device="cpu", num_kv_blocks=64))
+    if not engine.runner.fp16_weights:
+        pytest.skip("this CPU runs bf16 natively or has no FBGEMM: dtype auto does not use fp16 weights")
+    assert engine.runner.dtype == torch.float32
+    prompts = mixed_prompts(engine.tokenizer) + [engine.tokenizer.encode("用一句话介绍长城。")]
+    results = engine.generate(prompts, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
+    model = _hf_model(str(bundled_model_dir))
+    agree = total = 0
+    for prompt, result in zip(prompts, results, strict=True):
+        ids = torch.tensor([prompt + result.token_ids])
+        with torch.inference_mode():
+            logprobs = model(ids).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+        chosen = logprobs.gather(1, torch.tensor(result.token_ids)[:, None])[:, 0]
+        assert (logprobs.max(-1).values - chosen).max() < 0.5, engine.tokenizer.decode(prompt)
+        agree += int((logprobs.argmax(-1) == torch.tensor(result.token_ids)).sum())
+        total += len(result.token_ids)
+    assert agree >= 0.95 * total

@@ -38,6 +38,8 @@ class AttentionMetadata:
     """[P, max_blocks] int32, padded with -1."""
     decode_gather: DecodeGather | None = None
     """The torch decode op's gather plan: built by the first layer that needs it, reused by the others."""
+    static_decode: StaticDecodePlan | None = None
+    """Set for a decode-only step run through a compiled CPU graph: its gather plan in fixed-shape buffers."""
 
 
 def store_kvcache(key, value, k_cache, v_cache, slot_mapping) -> None:
@@ -137,6 +139,39 @@ def paged_attention_decode(q, k_cache, v_cache, seq_lens, block_tables, scale,
     return torch.matmul(probs, gather(v_cache)).view(batch, num_heads, head_dim)
 
 
+@dataclass
+class StaticDecodePlan:
+    """A DecodeGather in buffers whose shapes depend only on the batch bucket, so one compiled graph serves every
+    context length: the plan fills their first `length` positions and the attention op reads only those."""
+
+    rows: torch.Tensor
+    """[bucket * Hkv * max_len] int64; the first bucket * Hkv * length entries are DecodeGather.rows."""
+    padding: torch.Tensor
+    """[bucket, 1, 1, max_len] bool; columns past `length` are never read."""
+    length: torch.Tensor
+    """[1] int64, DecodeGather.length of this step."""
+
+
+@torch.library.custom_op("inkstone::cpu_paged_decode", mutates_args=("kv_cache",))
+def cpu_paged_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, layer: int,
+                     slot_mapping: torch.Tensor, rows: torch.Tensor, padding: torch.Tensor, length: torch.Tensor,
+                     scale: float) -> torch.Tensor:
+    """Store this step's K/V in layer `layer` of the runner's whole cache [2, layers, ...] and attend, for a
+    compiled decode graph. Opaque to the compiler, so the graph keeps fixed shapes while the context length
+    changes every step (read from `length`); the whole cache is its one cache argument because two views of one
+    buffer as separate arguments would make the compiler copy the buffer to keep them apart."""
+    k_cache, v_cache = kv_cache[0, layer], kv_cache[1, layer]
+    store_kvcache(k, v, k_cache, v_cache, slot_mapping)
+    n = int(length)
+    plan = DecodeGather(rows[:q.shape[0] * k_cache.shape[2] * n], padding[..., :n], n)
+    return paged_attention_decode(q, k_cache, v_cache, None, None, scale, plan=plan)
+
+
+@cpu_paged_decode.register_fake
+def _(q, k, v, kv_cache, layer, slot_mapping, rows, padding, length, scale):
+    return torch.empty_like(q)
+
+
 def attention_without_cache(q, k, v, cu_seqlens_q: torch.Tensor, scale: float) -> torch.Tensor:
     """Plain causal prefill over fresh k/v, for the memory-profiling warm-up that runs before the cache exists."""
     out = torch.empty_like(q)
@@ -159,6 +194,9 @@ class Attention(nn.Module):
         # Views into the runner's one big cache tensor, set once the cache is allocated.
         self.k_cache = torch.empty(0)
         self.v_cache = torch.empty(0)
+        # The whole cache and this layer's index in it, for the compiled CPU decode op.
+        self.kv_cache = torch.empty(0)
+        self.layer_index = 0
         self.ops = (store_kvcache, paged_attention_prefill, paged_attention_decode)
 
     def use_triton_kernels(self) -> None:
@@ -171,6 +209,10 @@ class Attention(nn.Module):
         """q [T, H, D], k/v [T, Hkv, D] -> [T, H, D]."""
         if self.k_cache.numel() == 0:
             return attention_without_cache(q, k, v, meta.prefill_cu_seqlens_q, self.scale)
+        plan = meta.static_decode
+        if plan is not None:
+            return cpu_paged_decode(q, k, v, self.kv_cache, self.layer_index, meta.slot_mapping, plan.rows,
+                                    plan.padding, plan.length, self.scale)
         store, prefill, _ = self.ops
         store(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
         nd = meta.num_decodes
