@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-import xgrammar
 
 from engine.infer import EngineConfig, LLMEngine, SamplingParams
 from engine.infer.structured import StructuredOutput
@@ -89,7 +89,7 @@ def main() -> None:
     dtype = str(engine.runner.dtype).removeprefix("torch.")
     date = datetime.date.today().isoformat()
     device = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, shared with other work"
-    software = f"torch {torch.__version__}, xgrammar {xgrammar.__version__}"
+    software = f"torch {torch.__version__}, xgrammar {importlib.metadata.version('xgrammar')}"
     mode = "eager" if args.eager else "default decode path"
     result = (f"smollm2-135m {dtype} ({mode}), JSON-schema constraint vs free decode of the same prompts and token "
               f"counts (median of {args.repeat}): " + "; ".join(rows) + f"; cold compile: {compile_text}")
