@@ -59,7 +59,7 @@ def tokenize_preview(model_path: str, data: str, fmt: str, mapping: dict | None,
     samples = []
     for ex in examples[:n_samples]:
         if ex.messages:
-            samples.append(preview(tokenizer, ex.messages, seq_len))
+            samples.append(preview(tokenizer, ex.messages, seq_len, ex.tools))
         else:  # continued pretraining: every token is trained
             samples.append([(tokenizer.decode([t]), True) for t in tokenize_text(tokenizer, ex.text)[:seq_len]])
     return DataPreview(format=fmt, rows=len(examples), samples=samples)

@@ -1,7 +1,8 @@
 """Read a training file and turn every row into one of two shapes: a conversation or a raw text.
 
 Users bring alpaca (instruction/input/output), ShareGPT (conversations/from/value), OpenAI messages
-(role/content, system, tool) or raw text, as jsonl/json/csv/parquet. The format is detected from the columns,
+(role/content, system, tool, assistant `tool_calls`, with the offered `tools` beside `messages` — what the agents
+export writes) or raw text, as jsonl/json/csv/parquet. The format is detected from the columns,
 a column mapping can override it, and every problem is reported with the file, the line and the field, before
 anything is queued.
 """
@@ -14,8 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FORMATS = ("auto", "alpaca", "sharegpt", "messages", "text")
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system", "tool": "tool", "function_call": "assistant", "observation": "tool"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function_call": "assistant",
+    "observation": "tool",
+}
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -33,6 +42,8 @@ class Example:
     """OpenAI-style messages {role, content}."""
     text: str = ""
     """Raw text, for continued pretraining."""
+    tools: list[dict] | None = None
+    """OpenAI tool schemas ({type, function: {name, …}}) the conversation was offered, rendered with it."""
 
 
 def read_records(path: str | Path) -> list[tuple[int, dict]]:
@@ -90,8 +101,10 @@ def detect_format(record: dict, mapping: dict | None = None) -> str:
         return "alpaca"
     if "text" in keys:
         return "text"
-    raise DataError(f"cannot tell the format from columns {sorted(record)}: expected messages, conversations, "
-                    "instruction+output or text (or give a column mapping)")
+    raise DataError(
+        f"cannot tell the format from columns {sorted(record)}: expected messages, conversations, "
+        "instruction+output or text (or give a column mapping)"
+    )
 
 
 def _mapped(record: dict, mapping: dict) -> dict:
@@ -114,6 +127,42 @@ def _text_field(record: dict, name: str, where: str, required: bool = True) -> s
     return value
 
 
+def _json_field(record: dict, key: str, where: str):
+    value = record.get(key)
+    if isinstance(value, str):  # csv cells hold JSON
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise DataError(f"{where}: field {key!r} is not valid JSON") from None
+    return value
+
+
+def _tools(record: dict, where: str) -> list[dict] | None:
+    tools = _json_field(record, "tools", where)
+    if tools is None or tools == [] or (isinstance(tools, float) and tools != tools):
+        return None
+    if not isinstance(tools, list):
+        raise DataError(f"{where}: field 'tools' must be a list of tool schemas")
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise DataError(f"{where}: field tools[{i}] must be {{'type': 'function', 'function': {{'name': ...}}}}")
+    return tools
+
+
+def _check_tool_calls(calls, where: str, field_name: str) -> None:
+    if not isinstance(calls, list):
+        raise DataError(f"{where}: field {field_name} must be a list of tool calls")
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise DataError(
+                f"{where}: field {field_name}[{j}] must be {{'function': {{'name': ..., 'arguments': ...}}}}"
+            )
+        if not isinstance(function.get("arguments", {}), (str, dict)):
+            raise DataError(f"{where}: field {field_name}[{j}].function.arguments must be a JSON string or object")
+
+
 def _to_example(record: dict, fmt: str, where: str, line: int) -> Example:
     if fmt == "text":
         text = _text_field(record, "text", where)
@@ -130,12 +179,7 @@ def _to_example(record: dict, fmt: str, where: str, line: int) -> Example:
         messages.append({"role": "assistant", "content": _text_field(record, "output", where)})
         return Example(line, messages=messages)
     key = "messages" if fmt == "messages" else "conversations"
-    turns = record.get(key)
-    if isinstance(turns, str):  # csv cells hold JSON
-        try:
-            turns = json.loads(turns)
-        except json.JSONDecodeError:
-            raise DataError(f"{where}: field {key!r} is not a JSON list") from None
+    turns = _json_field(record, key, where)
     if not isinstance(turns, list) or not turns:
         raise DataError(f"{where}: field {key!r} must be a non-empty list of turns")
     messages = []
@@ -146,8 +190,9 @@ def _to_example(record: dict, fmt: str, where: str, line: int) -> Example:
             role = SHAREGPT_ROLES.get(str(turn.get("from", "")).lower())
             content = turn.get("value")
             if role is None:
-                raise DataError(f"{where}: field {key}[{i}].from is {turn.get('from')!r}; expected one of "
-                                f"{sorted(SHAREGPT_ROLES)}")
+                raise DataError(
+                    f"{where}: field {key}[{i}].from is {turn.get('from')!r}; expected one of {sorted(SHAREGPT_ROLES)}"
+                )
         else:
             role, content = turn.get("role"), turn.get("content")
             if role not in ROLES:
@@ -157,17 +202,20 @@ def _to_example(record: dict, fmt: str, where: str, line: int) -> Example:
         if not isinstance(content, str):
             raise DataError(f"{where}: field {key}[{i}].content must be text")
         message = {"role": role, "content": content}
+        if turn.get("tool_calls") is not None:
+            _check_tool_calls(turn["tool_calls"], where, f"{key}[{i}].tool_calls")
         for extra_key in ("tool_calls", "name", "tool_call_id"):
-            if extra_key in turn:
+            if turn.get(extra_key) is not None:
                 message[extra_key] = turn[extra_key]
         messages.append(message)
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{where}: field {key!r} has no assistant turn to learn from")
-    return Example(line, messages=messages)
+    return Example(line, messages=messages, tools=_tools(record, where))
 
 
-def load_examples(path: str | Path, fmt: str = "auto", mapping: dict | None = None,
-                  limit: int | None = None) -> tuple[str, list[Example]]:
+def load_examples(
+    path: str | Path, fmt: str = "auto", mapping: dict | None = None, limit: int | None = None
+) -> tuple[str, list[Example]]:
     """(detected format, examples); raises DataError naming file, line and field on the first bad row."""
     if fmt not in FORMATS:
         raise DataError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")

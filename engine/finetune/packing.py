@@ -29,7 +29,7 @@ class Row:
 
 def sft_samples(tokenizer, examples: list[Example], seq_len: int) -> list[Tokenized]:
     """Tokenized conversations that keep at least one trained token after truncation."""
-    samples = [tokenize_conversation(tokenizer, ex.messages, seq_len) for ex in examples]
+    samples = [tokenize_conversation(tokenizer, ex.messages, seq_len, ex.tools) for ex in examples]
     return [s for s in samples if any(label != IGNORE for label in s.labels[1:])]
 
 

@@ -6,11 +6,19 @@ then tokenized once with offsets, so a token is trained when it overlaps a train
 template whose renders are prefix-stable (ChatML, Llama 3, Mistral, Gemma …); for the others the assistant
 contents are located in the full render instead. Base models without a template get a plain fallback one,
 which is saved with the merged model so chat uses the format it was trained on.
+
+Tool-calling samples (a sample-level `tools` list, assistant turns with `tool_calls`, `tool` results) go through
+engine/chat_format.py, the conversion the server uses for its prompts: a template that renders tools gets them
+as they are; for one that ignores them the schemas join the first system message and calls/results become
+Hermes `<tool_call>`/`<tool_response>` text. Either way an assistant turn's calls are trained and tool results
+are not, and because the tools sit in the first system message of every prefix render, prefixes stay stable.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from engine.chat_format import template_handles_tools, template_messages
 
 IGNORE = -100
 
@@ -40,22 +48,26 @@ def ensure_chat_template(tokenizer) -> bool:
     return True
 
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
+def _render(tokenizer, messages: list[dict], tools: list[dict] | None, generation_prompt: bool = False) -> str:
     if not messages and not generation_prompt:
         return ""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def trained_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """(full rendered text, character spans of the assistant answers, end-of-turn markers included)."""
-    full = _render(tokenizer, messages)
+def trained_spans(
+    tokenizer, messages: list[dict], tools: list[dict] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
+    """(full rendered text, character spans of the assistant turns — answers and tool calls — end-of-turn
+    markers included)."""
+    messages, tools = template_messages(messages, tools, template_handles_tools(tokenizer))
+    full = _render(tokenizer, messages, tools)
     spans = []
     try:
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            before = _render(tokenizer, messages[:i], generation_prompt=True)
-            upto = _render(tokenizer, messages[: i + 1])
+            before = _render(tokenizer, messages[:i], tools, generation_prompt=True)
+            upto = _render(tokenizer, messages[: i + 1], tools)
             if not (full.startswith(upto) and upto.startswith(before)):
                 raise LookupError
             spans.append((len(before), len(upto)))
@@ -65,11 +77,14 @@ def trained_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int,
 
 
 def _search_spans(tokenizer, full: str, messages: list[dict]) -> list[tuple[int, int]]:
-    """Templates that rewrite earlier turns: find each answer's text in order, plus an EOS right after it."""
+    """Templates that rewrite earlier turns: find each answer's text in order, plus an EOS right after it.
+
+    A tool-call turn of a tool-aware template has no text of its own to find (its calls are rendered by the
+    template's own markup), so only its content, if any, is trained here."""
     spans, cursor = [], 0
     eos = tokenizer.eos_token or ""
     for message in messages:
-        content = message["content"].strip()
+        content = (message.get("content") or "").strip()
         if not content:
             continue
         start = full.find(content, cursor)
@@ -84,9 +99,9 @@ def _search_spans(tokenizer, full: str, messages: list[dict]) -> list[tuple[int,
     return spans
 
 
-def tokenize_conversation(tokenizer, messages: list[dict], max_len: int) -> Tokenized:
-    """Token ids and labels (assistant tokens only), truncated to max_len."""
-    full, spans = trained_spans(tokenizer, messages)
+def tokenize_conversation(tokenizer, messages: list[dict], max_len: int, tools: list[dict] | None = None) -> Tokenized:
+    """Token ids and labels (assistant tokens only), truncated to max_len; `tools` are the sample's tool schemas."""
+    full, spans = trained_spans(tokenizer, messages, tools)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     labels = []
@@ -105,8 +120,11 @@ def tokenize_text(tokenizer, text: str) -> list[int]:
     return bos + ids + eos
 
 
-def preview(tokenizer, messages: list[dict], max_len: int = 4096) -> list[tuple[str, bool]]:
+def preview(
+    tokenizer, messages: list[dict], max_len: int = 4096, tools: list[dict] | None = None
+) -> list[tuple[str, bool]]:
     """(token text, trained?) for every token of one sample: the token-level mask view."""
-    sample = tokenize_conversation(tokenizer, messages, max_len)
-    return [(tokenizer.decode([tok]), label != IGNORE) for tok, label in zip(sample.input_ids, sample.labels,
-                                                                             strict=True)]
+    sample = tokenize_conversation(tokenizer, messages, max_len, tools)
+    return [
+        (tokenizer.decode([tok]), label != IGNORE) for tok, label in zip(sample.input_ids, sample.labels, strict=True)
+    ]

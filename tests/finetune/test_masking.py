@@ -6,22 +6,33 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from engine.finetune.data import Example
 from engine.finetune.packing import collate, pack, sft_samples
 from engine.finetune.template import FALLBACK_TEMPLATE, IGNORE, ensure_chat_template, preview, tokenize_conversation
 from tests.finetune.conftest import CHATS
 
 # Llama-3's shape, spelled with special tokens this tokenizer has (header markers, then an end-of-turn token).
-LLAMA3 = ("{% for m in messages %}<|im_start|>{{ m['role'] }}<|im_end|>\n\n"
-          "{{ m['content'] }}<|endoftext|>{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant<|im_end|>\n\n{% endif %}")
-MISTRAL = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
-           "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
+LLAMA3 = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}<|im_end|>\n\n"
+    "{{ m['content'] }}<|endoftext|>{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant<|im_end|>\n\n{% endif %}"
+)
+MISTRAL = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+)
 # Rewrites history (drops earlier answers): not prefix-stable, so answers are located by search.
-FORGETFUL = ("{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}<{{ m['role'] }}>"
-             "{{ m['content'] }}</s>{% endif %}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
-CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                {"role": "assistant", "content": "Hello there"}, {"role": "user", "content": "2+2?"},
-                {"role": "assistant", "content": "Four"}]
+FORGETFUL = (
+    "{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}<{{ m['role'] }}>"
+    "{{ m['content'] }}</s>{% endif %}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello there"},
+    {"role": "user", "content": "2+2?"},
+    {"role": "assistant", "content": "Four"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +46,15 @@ def trained_text(tok, messages, template=None) -> str:
     return "".join(text for text, trained in preview(tok, messages) if trained)
 
 
-@pytest.mark.parametrize("template, expected", [
-    (None, "Hello there<|im_end|>\nFour<|im_end|>\n"),  # the model's own (ChatML)
-    (LLAMA3, "Hello there<|endoftext|>Four<|endoftext|>"),
-    (MISTRAL, "Hello there<|im_end|>Four<|im_end|>"),  # eos_token is <|im_end|> here
-    (FALLBACK_TEMPLATE, "Hello there<|im_end|>\nFour<|im_end|>\n"),  # the 2nd newline joins "###"
-])
+@pytest.mark.parametrize(
+    "template, expected",
+    [
+        (None, "Hello there<|im_end|>\nFour<|im_end|>\n"),  # the model's own (ChatML)
+        (LLAMA3, "Hello there<|endoftext|>Four<|endoftext|>"),
+        (MISTRAL, "Hello there<|im_end|>Four<|im_end|>"),  # eos_token is <|im_end|> here
+        (FALLBACK_TEMPLATE, "Hello there<|im_end|>\nFour<|im_end|>\n"),  # the 2nd newline joins "###"
+    ],
+)
 def test_only_assistant_turns_are_trained(bundled_model_dir, template, expected):
     tok = AutoTokenizer.from_pretrained(str(bundled_model_dir))
     assert trained_text(tok, CONVERSATION, template) == expected
@@ -67,16 +81,16 @@ def test_truncation_and_labels_match_ids(tokenizer):
 
 def test_packed_rows_do_not_attend_across_samples(tokenizer, tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir("llama")), attn_implementation="sdpa").eval()
-    samples = sft_samples(tokenizer, [type("E", (), {"messages": m})() for m in CHATS[:2]], 256)
+    samples = sft_samples(tokenizer, [Example(i, messages=m) for i, m in enumerate(CHATS[:2], 1)], 256)
     [row] = pack(samples, seq_len=256)
     assert row.position_ids.count(0) == 2
     packed = collate([row], tokenizer.eos_token_id)
     alone = collate(pack(samples[1:], 256), tokenizer.eos_token_id)
     with torch.no_grad():
-        packed_logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"],
-                              use_cache=False).logits
-        alone_logits = model(input_ids=alone["input_ids"], position_ids=alone["position_ids"],
-                             use_cache=False).logits
+        packed_logits = model(
+            input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False
+        ).logits
+        alone_logits = model(input_ids=alone["input_ids"], position_ids=alone["position_ids"], use_cache=False).logits
     n = alone["input_ids"].shape[1]
     torch.testing.assert_close(packed_logits[0, -n:], alone_logits[0], atol=1e-4, rtol=1e-4)
     # and the first token of a packed sample is never trained (it would be predicted from the previous one)
