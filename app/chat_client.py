@@ -14,16 +14,18 @@ connection, and our server then aborts the request, so a Stop frees the engine a
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+import jsonschema
 import openai
 
 DEFAULT_PARAMS: dict = {
     "temperature": 0.7, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "max_tokens": 512, "repetition_penalty": 1.0,
-    "frequency_penalty": 0.0, "presence_penalty": 0.0, "seed": None, "stop": [],
+    "frequency_penalty": 0.0, "presence_penalty": 0.0, "seed": None, "stop": [], "response_format": None,
 }
 EXTRA_BODY = ("top_k", "min_p", "repetition_penalty")
 INT_PARAMS = ("top_k", "max_tokens", "seed")
@@ -38,7 +40,37 @@ def clean_params(params: dict) -> dict:
         if out[key] is not None:
             out[key] = int(out[key])
     out["stop"] = [s for s in (out["stop"] or []) if s]
+    out["response_format"] = response_format_or_none(out["response_format"])
     return out
+
+
+def response_format_or_none(value) -> dict | None:
+    """OpenAI's `response_format` as the Chat page keeps it: json_object, json_schema with a schema, or None."""
+    if not isinstance(value, dict):
+        return None
+    if value.get("type") == "json_object":
+        return {"type": "json_object"}
+    spec = value.get("json_schema")
+    if value.get("type") == "json_schema" and isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
+        return {"type": "json_schema", "json_schema": {"name": str(spec.get("name") or "answer"),
+                                                        "schema": spec["schema"], "strict": True}}
+    return None
+
+
+def schema_response_format(text: str) -> dict:
+    """A JSON Schema typed by the user -> response_format; ValueError says what is wrong and where."""
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    if not isinstance(schema, dict):
+        raise ValueError("a JSON Schema is an object ({...})")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "the top level"
+        raise ValueError(f"not a valid JSON Schema at {where}: {e.message}") from None
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
 
 
 def request_messages(system_prompt: str, turns: list[tuple[str, str]]) -> list[dict]:

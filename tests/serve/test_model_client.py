@@ -4,11 +4,13 @@ answers agree, usage numbers arrive, a cancelled stream keeps what came, errors 
 from __future__ import annotations
 
 import asyncio
+import json
 
+import jsonschema
 import openai
 import pytest
 
-from app.chat_client import Answer, ModelClient, request_messages
+from app.chat_client import Answer, ModelClient, clean_params, request_messages, schema_response_format
 from engine.ports import free_port
 from tests.serve.conftest import API_KEY, SERVED_NAME
 
@@ -55,3 +57,19 @@ async def test_errors_are_openai_errors(served, served_with_key):
     assert not await dead.ready()
     with pytest.raises(openai.APIConnectionError):
         await dead.stream_chat(SERVED_NAME, MESSAGES, GREEDY)
+
+
+async def test_chat_page_structured_output_settings_reach_the_grammar(served):
+    """The Chat page keeps response_format among its params; the server constrains decoding with it, so even
+    random weights answer with JSON that validates against the schema."""
+    schema = {"type": "object", "additionalProperties": False, "required": ["n", "ok", "城市"],
+              "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}, "ok": {"type": "boolean"},
+                             "城市": {"enum": ["北京", "上海"]}}}
+    params = clean_params({**GREEDY, "max_tokens": 64, "response_format": schema_response_format(json.dumps(schema))})
+    client = ModelClient(served.base_url)
+    for answer in (await client.stream_chat(SERVED_NAME, MESSAGES, params),
+                   await client.chat(SERVED_NAME, MESSAGES, params)):
+        assert answer.finish_reason == "stop", answer
+        jsonschema.validate(json.loads(answer.text), schema)
+    with pytest.raises(ValueError, match="not a valid JSON Schema at properties/n/type"):
+        schema_response_format('{"properties": {"n": {"type": 5}}}')

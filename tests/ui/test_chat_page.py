@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import time
 from urllib.parse import quote
 
@@ -292,3 +293,35 @@ async def test_chat_with_a_gguf_through_llama_cpp(home, tiny, consumer, user: Us
     first, second = chat.messages(home, sessions[0].id)[1::2]
     assert first.content and first.model_name == gguf and first.completion_tokens > 0
     assert second.cached_tokens >= first.prompt_tokens, "llama.cpp's context keeps the first turn"
+
+
+async def test_structured_output_setting_saves_a_valid_schema_and_refuses_a_broken_one(home, tiny, user: User):
+    row = chat.create_session(home, ["tiny-llama"], params={"temperature": 0.0})
+    await user.open(f"/chat/{row.id}")
+    await user.should_see(marker="structured-output")
+    one(user, "structured-output").value = "json_object"
+    await until(lambda: chat.get_session(home, row.id).params.get("response_format") == {"type": "json_object"}, 5,
+                "json_object saved")
+
+    one(user, "structured-output").value = "json_schema"
+    one(user, "structured-schema").value = '{"type": "object", "properties": {"名字": {"type": "strin'
+    await user.should_see("Schema not used: not JSON")
+    one(user, "structured-schema").value = '{"type": "object", "properties": {"n": {"type": 5}}}'
+    await user.should_see("not a valid JSON Schema at properties/n/type")
+    # Neither broken schema was saved: the session still has the last valid choice.
+    assert chat.get_session(home, row.id).params.get("response_format") == {"type": "json_object"}
+
+    schema = {"type": "object", "properties": {"名字": {"type": "string", "maxLength": 8}}, "required": ["名字"]}
+    one(user, "structured-schema").value = json.dumps(schema, ensure_ascii=False)
+    def saved_schema():
+        return (chat.get_session(home, row.id).params.get("response_format") or {}).get("json_schema")
+
+    saved = await until(saved_schema, 5, "schema saved")
+    assert saved == {"name": "answer", "schema": schema, "strict": True}
+    await user.should_not_see("Schema not used")
+
+    # A resumed chat shows the schema it had.
+    await user.open(f"/chat/{row.id}")
+    await user.should_see(marker="structured-schema")
+    assert one(user, "structured-output").value == "json_schema"
+    assert json.loads(one(user, "structured-schema").value) == schema

@@ -1,16 +1,19 @@
-"""The Chat page's settings panel: system prompt and sampling parameters of the session.
+"""The Chat page's settings panel: system prompt, sampling parameters and structured output of the session.
 
 Every change is handed to the page at once (text fields after a short pause in typing), which saves it into
-the session, so a resumed chat continues with the settings it had.
+the session, so a resumed chat continues with the settings it had. Structured output asks the server for
+grammar-constrained JSON (any object, or one JSON Schema typed here); a schema that does not parse or is not
+valid JSON Schema is shown as an error at the field and is not saved.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
 from nicegui import ui
 
-from app.chat_client import DEFAULT_PARAMS, clean_params
+from app.chat_client import DEFAULT_PARAMS, clean_params, schema_response_format
 from ui.i18n import t
 
 # (key, label, min, max, step, tooltip)
@@ -26,6 +29,9 @@ NUMBERS = [
     ("seed", "Seed", 0, 2**31 - 1, 1, "Same seed, same settings, same answer (empty: random)"),
 ]
 DEBOUNCE = "debounce=400"
+STRUCTURED = {"off": "Off (free text)", "json_object": "Any JSON object", "json_schema": "JSON matching a schema"}
+EXAMPLE_SCHEMA = json.dumps({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]},
+                            indent=2)
 
 
 class SettingsPanel:
@@ -49,6 +55,15 @@ class SettingsPanel:
                 self.stop = ui.input_chips(t("Stop strings"), new_value_mode="add-unique", on_change=self._changed)
                 self.stop.props("dense outlined").classes("flex-1").mark("param-stop")
                 ui.button(t("Reset to defaults"), icon="restart_alt", on_click=self.reset).props("flat")
+            self.structured = ui.select({k: t(v) for k, v in STRUCTURED.items()}, value="off",
+                                        label=t("Structured output"), on_change=self._changed)
+            self.structured.props("dense outlined").classes("w-72").mark("structured-output")
+            with self.structured:
+                ui.tooltip(t("The server constrains decoding, so the answer always parses, even from a small model"))
+            self.schema = ui.textarea(t("JSON Schema"), value=EXAMPLE_SCHEMA, on_change=self._changed).props(
+                f"autogrow outlined {DEBOUNCE}").classes("w-full font-mono").mark("structured-schema")
+            self.schema.bind_visibility_from(self.structured, "value", value="json_schema")
+            self.schema_problem = ui.label().classes("text-negative text-sm").mark("structured-schema-error")
         self.load("", DEFAULT_PARAMS)
 
     def load(self, system_prompt: str, params: dict) -> None:
@@ -63,6 +78,11 @@ class SettingsPanel:
         for key, number in self.numbers.items():
             number.value = self.params[key]
         self.stop.value = list(self.params["stop"])
+        response_format = self.params["response_format"] or {"type": "off"}
+        self.structured.value = response_format["type"]
+        if "json_schema" in response_format:
+            self.schema.value = json.dumps(response_format["json_schema"]["schema"], indent=2, ensure_ascii=False)
+        self._schema_error(None)
 
     async def reset(self) -> None:
         self.load(self.system.value or "", DEFAULT_PARAMS)
@@ -73,8 +93,25 @@ class SettingsPanel:
         for key in self.numbers:  # an emptied field means its default (seed: random)
             if params[key] is None:
                 params[key] = DEFAULT_PARAMS[key]
-        system_prompt, params = self.system.value or "", clean_params({**params, "stop": self.stop.value or []})
+        try:
+            response_format = self._response_format()
+        except ValueError as e:
+            self._schema_error(str(e))
+            return  # the last valid settings stay saved until the schema is fixed
+        self._schema_error(None)
+        system_prompt, params = self.system.value or "", clean_params(
+            {**params, "stop": self.stop.value or [], "response_format": response_format})
         if (system_prompt, params) == (self.system_prompt, self.params):
             return  # a value load() showed, or a field edited back: nothing new to save
         self.system_prompt, self.params = system_prompt, params
         await self.on_change()
+
+    def _response_format(self) -> dict | None:
+        kind = self.structured.value
+        if kind == "json_schema":
+            return schema_response_format(self.schema.value or "")
+        return {"type": "json_object"} if kind == "json_object" else None
+
+    def _schema_error(self, message: str | None) -> None:
+        self.schema_problem.text = t("Schema not used: {problem}", problem=message) if message else ""
+        self.schema_problem.set_visibility(bool(message))

@@ -69,4 +69,13 @@ ZH = {
     "Message (Enter sends, Shift+Enter adds a line)": "输入消息（Enter 发送，Shift+Enter 换行）",
     "Send": "发送",
     "Regenerate": "重新生成",
+    # structured output
+    "Structured output": "结构化输出",
+    "Off (free text)": "关闭（自由文本）",
+    "Any JSON object": "任意 JSON 对象",
+    "JSON matching a schema": "符合 Schema 的 JSON",
+    "The server constrains decoding, so the answer always parses, even from a small model":
+        "服务端约束解码，即使是小模型，回答也一定能被解析",
+    "JSON Schema": "JSON Schema",
+    "Schema not used: {problem}": "Schema 未生效：{problem}",
 }
