@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--api-key", help="Bearer token of a model server URL")
     mcp = sub.add_parser("mcp-server", help="serve Inkstone to outside agents over MCP (Streamable HTTP at /mcp)")
     mcp.add_argument("--host", default="127.0.0.1", help="bind address; beyond loopback a token is required")
-    mcp.add_argument("--port", type=int, default=8765)
+    mcp.add_argument("--port", type=int, default=8766, help="port (the app itself uses 8765)")
     mcp.add_argument("--token", help="clients must send it as a Bearer token (or set INKSTONE_TOKEN)")
     groups: dict = {}
     for kind in KINDS.values():

@@ -102,3 +102,13 @@ async def test_results_leaderboard_compare_and_samples(home, user: User):
     one(user, "eval-sample-run").value = runs[0]
     user.find(marker="eval-samples-show").click()
     await until(lambda: user.find(content="arc_easy #7").elements)
+
+
+async def test_the_page_says_which_code_sandbox_is_active(home, user: User):
+    from engine.sandbox import isolation
+
+    expected = {"namespaces": "own network, file and process namespaces", "seccomp": "seccomp network filter",
+                "none": "a Python audit hook only"}[isolation().mode]
+    await user.open("/evaluate")
+    await user.should_see(marker="sandbox-status")
+    await user.should_see(expected, retries=300)  # the probe starts one real sandbox: up to 30 s on busy cores

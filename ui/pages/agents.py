@@ -21,6 +21,7 @@ from app import agents as store
 from app.registry import gguf_files, list_models
 from ui import state
 from ui.components.offload import io_bound
+from ui.components.sandbox_status import sandbox_badge
 from ui.frame import frame
 from ui.i18n import t
 
@@ -370,5 +371,6 @@ async def agents_page():
     root = state.root()
     with frame(t("Agents")):
         names = [m.name for m in await io_bound(list_models, root)] + await io_bound(gguf_files, root)
+        sandbox_badge()
         view = AgentsView(root, names)
         await view.show_runs()

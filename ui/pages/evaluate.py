@@ -18,6 +18,7 @@ from app.registry import list_models
 from jobs import api
 from ui import state
 from ui.components.offload import io_bound
+from ui.components.sandbox_status import sandbox_badge
 from ui.frame import frame
 from ui.i18n import t
 
@@ -256,4 +257,5 @@ class EvaluateView:
 @ui.page("/evaluate")
 async def evaluate_page():
     with frame(t("Evaluate")):
+        sandbox_badge()
         await EvaluateView(state.root()).start()
