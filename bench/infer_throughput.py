@@ -103,9 +103,11 @@ def engine_throughput(engine: LLMEngine, prompts: list[list[int]], w: Workload) 
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes a decode step reads from weights: every matrix once (a tied embedding once, as the LM head)."""
-    seen: set[int] = set()
-    total = 0
+    """Bytes a decode step reads from weights: every matrix once (a tied embedding once, as the LM head); layers
+    kept as fp16 (layers/fp16_weights.py) at two bytes a value, and then the embedding is not the head's."""
+    total = sum(m.weight_bytes for m in model.modules() if hasattr(m, "weight_bytes"))
+    head = getattr(model, "lm_head", None)
+    seen: set[int] = {head.weight.data_ptr()} if getattr(head, "fp16", None) is not None else set()
     for p in model.parameters():
         if p.data_ptr() not in seen:
             seen.add(p.data_ptr())
@@ -251,12 +253,14 @@ def main() -> None:
               + "   ".join(f"HF {_short(dt)} {t:>9.1f} tok/s = {ours / t:.2f}x" for dt, t in hf.items())
               + (f"   {note}" if note else ""), flush=True)
 
+    mode = (", fp16 weights" if getattr(engine.runner, "fp16_weights", False) else "") + (
+        ", compiled decode" if compiled else "")
     if cpu and not args.random_7b and not args.no_llama_cpp:
         rows += llama_cpp_rows(engine, Path(model_dir), workloads[0], args, threads, step_bytes, bandwidth)
     if not args.no_record:
         default = next(iter(hf_models), None)
         record(rows, args.device, Path(model_dir).name if not args.random_7b else "random Llama-2-7B",
-               ours_dtype, default, args.repeat, compiled, args.load)
+               ours_dtype, default, args.repeat, mode, args.load)
     if tmp is not None:
         tmp.cleanup()
 
@@ -274,8 +278,7 @@ def llama_cpp_rows(engine: LLMEngine, model_dir: Path, mixed_w: Workload, args, 
         ggufs["llama.cpp Q4_1 (bundled)"] = bundled_gguf_path()
     llamas = {name: LlamaCpp(path, threads) for name, path in ggufs.items()}
     log = REPO / ".data" / "bench-serve.log"
-    served = ServedModel(model_dir, free_port(), threads, _short(engine.runner.dtype).replace("torch.", ""),
-                         args.eager, log)
+    served = ServedModel(model_dir, free_port(), threads, args.dtype, args.eager, log)
     rows = []
     try:
         decode_w = mixed("stream", 1, (16, 16), (args.served_tokens,) * 2)
@@ -325,7 +328,7 @@ def _short(dtype: torch.dtype) -> str:
 
 
 def record(rows, device: str, model: str, ours_dtype: torch.dtype, hf_default: torch.dtype | None,
-           repeat: int, compiled: bool, load: str) -> None:
+           repeat: int, mode: str, load: str) -> None:
     if not BENCHMARKS_MD.exists():
         BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
         BENCHMARKS_MD.write_text(HEADER)
@@ -334,7 +337,6 @@ def record(rows, device: str, model: str, ours_dtype: torch.dtype, hf_default: t
         import llama_cpp
 
         software += f", llama-cpp-python {llama_cpp.__version__}"
-    mode = ", compiled decode" if compiled else ""
     where = machine(device) + (f"; {load}" if load else "")
     today = datetime.date.today().isoformat()
     with BENCHMARKS_MD.open("a") as f:
