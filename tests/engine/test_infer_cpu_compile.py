@@ -49,6 +49,7 @@ def test_single_sequence_and_prefix_cache_hits_match_hf(llama_engine, tiny_model
     assert calls[1] == 2 * (GREEDY.max_tokens - 1)
 
 
+@pytest.mark.slow  # two more compiles: minutes on 2 cores the first time, ~20 s each from the cache
 @pytest.mark.parametrize("arch", ["qwen2", "mistral"])
 def test_other_archs_match_hf_compiled(tiny_model_dir, arch):
     """qkv bias and tied embeddings (qwen2), a single KV head (mistral); chunked prefill mixes eager steps in."""
