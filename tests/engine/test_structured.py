@@ -17,10 +17,12 @@ SCHEMAS = {
     "nested": {
         "type": "object",
         "properties": {
-            "name": {"type": "string", "maxLength": 16},
+            "name": {"type": "string", "maxLength": 12},
             "address": {
                 "type": "object",
-                "properties": {"city": {"type": "string", "maxLength": 12}, "zip": {"type": "integer"}},
+                # Bounded: an unbounded integer lets a 135M model write digits until max_tokens.
+                "properties": {"city": {"type": "string", "maxLength": 12},
+                               "zip": {"type": "integer", "minimum": 0, "maximum": 99999}},
                 "required": ["city", "zip"],
             },
         },
@@ -84,7 +86,8 @@ def schema_params(schema: dict, **kw) -> SamplingParams:
 def test_fifty_prompts_against_five_schemas_all_parse_and_validate(engine):
     names = list(SCHEMAS)
     prompts = [p for p in PROMPTS for _ in names]
-    params = [schema_params(SCHEMAS[name]) for _ in PROMPTS for name in names]
+    # Room for the longest valid answer: Chinese characters at the length bounds take 2-3 tokens each.
+    params = [schema_params(SCHEMAS[name], max_tokens=128) for _ in PROMPTS for name in names]
     results = engine.generate(prompts, params)
     for i, result in enumerate(results):
         schema = SCHEMAS[names[i % len(names)]]
