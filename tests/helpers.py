@@ -21,6 +21,24 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2, what: str 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+async def until(predicate, timeout: float, what: str):
+    """wait_for for page tests: polls without blocking the event loop the app under test runs on."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def one(user, marker: str):
+    """The one element of a NiceGUI User page carrying this marker."""
+    return next(iter(user.find(marker=marker).elements))
+
+
 def child_env(home: Path, **extra) -> dict:
     env = dict(os.environ, INKSTONE_HOME=str(home), PYTHONUNBUFFERED="1", **extra)
     env.pop("PYTEST_CURRENT_TEST", None)

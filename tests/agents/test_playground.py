@@ -4,8 +4,6 @@ exact arguments, streams its step cards and answer, is stored and rated, and is 
 from __future__ import annotations
 
 import ast
-import asyncio
-import time
 
 from nicegui.testing import User
 from sqlmodel import select
@@ -13,21 +11,7 @@ from sqlmodel import select
 from app import agents
 from app.db import session
 from app.tables import Dataset
-from tests.helpers import REPO
-
-
-async def until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def one(user: User, marker: str):
-    return next(iter(user.find(marker=marker).elements))
+from tests.helpers import REPO, one, until
 
 
 async def test_run_with_approval_then_rate_and_export(home, scripted_server, user: User):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
-import time
 from urllib.parse import quote
 
 import pytest
@@ -22,23 +21,8 @@ from app.tables import Export, Job
 from jobs import api
 from jobs import status as st
 from jobs.servers import server_for
-from tests.helpers import REPO, start_consumer
+from tests.helpers import REPO, one, start_consumer, until
 from ui import i18n
-
-
-async def until(predicate, timeout: float, what: str):
-    """Poll without blocking the event loop the app under test runs on."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def one(user: User, marker: str):
-    return next(iter(user.find(marker=marker).elements))
 
 
 async def idle(user: User) -> None:

@@ -65,7 +65,9 @@ def _chat_doc(path: Path, line: int, row: dict) -> dict:
 
 
 @dataclass
-class CustomChoice(ChoiceTask):
+class _UserRows:
+    """What every custom set holds: its checked rows, the few-shot pool split off them, a prompt template."""
+
     rows: list[dict] = field(default_factory=list)
     pool: list[dict] = field(default_factory=list)
     template: str = ""
@@ -76,6 +78,9 @@ class CustomChoice(ChoiceTask):
     def fewshot_pool(self, split: str) -> list[dict]:
         return self.pool or self.rows
 
+
+@dataclass
+class CustomChoice(_UserRows, ChoiceTask):
     def query(self, doc: dict) -> str:
         if self.template:
             return self.template.format(question=doc["question"], **dict(zip(LETTERS, doc["choices"], strict=False)))
@@ -86,17 +91,7 @@ class CustomChoice(ChoiceTask):
 
 
 @dataclass
-class CustomOpen(GenTask):
-    rows: list[dict] = field(default_factory=list)
-    pool: list[dict] = field(default_factory=list)
-    template: str = ""
-
-    def docs(self, split: str) -> list[dict]:
-        return self.rows
-
-    def fewshot_pool(self, split: str) -> list[dict]:
-        return self.pool or self.rows
-
+class CustomOpen(_UserRows, GenTask):
     def query(self, doc: dict) -> str:
         if self.template:
             return self.template.format(question=doc["question"])
