@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 
 from engine.sandbox import isolation
-from engine.sandbox.policy import MODE_ENV, _probe
+from engine.sandbox.policy import MODE_ENV, _probe, default_hidden, python_paths
 from tests.helpers import REPO
 
 
@@ -78,10 +79,25 @@ def hidden_dir(tmp_path):
     return outside
 
 
+def _visible_parent() -> Path:
+    """A writable place the sandbox neither hides nor re-exposes as Python's own: the repo's .data unless the
+    checkout itself sits in a hidden place (CI may clone under /tmp or a home), else a system folder."""
+    hidden, exposed = default_hidden(), python_paths()
+
+    def plain(path: Path) -> bool:
+        real = os.path.realpath(path)
+        return not any(real == p or real.startswith(p + os.sep) for p in [*hidden, *exposed])
+
+    for parent in (REPO / ".data", Path("/opt"), Path("/var/lib")):
+        if plain(parent) and os.access(parent.parent if not parent.exists() else parent, os.W_OK):
+            return parent
+    pytest.skip("no writable folder outside the sandbox's hidden and Python paths")
+
+
 @pytest.fixture
 def visible_dir():
-    """A directory that is not hidden (inside the repo's .data): readable by the sandbox, never writable."""
-    path = REPO / ".data" / f"sandbox-test-{uuid.uuid4().hex[:8]}"
+    """A directory that is not hidden: readable by the sandbox, never writable."""
+    path = _visible_parent() / f"inkstone-sandbox-test-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
     (path / "keep.txt").write_text("KEEP")
     yield path
