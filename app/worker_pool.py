@@ -72,8 +72,15 @@ def run(func: Callable[..., R], *args, **kwargs) -> R:
 
 
 def shutdown() -> None:
-    """Stop the worker (the app calls this on shutdown); a later run() starts a fresh one."""
+    """Stop the worker (the app calls this on shutdown); a later run() starts a fresh one.
+
+    The worker is terminated, not only told to stop: a stopping app must not wait for a preview in progress,
+    and a worker left to notice its closed pipe can outlive the app by many seconds on a busy machine.
+    """
     with _lock:
         pool = _pool
     if pool is not None:
+        processes = list((getattr(pool, "_processes", None) or {}).values())  # CPython keeps them there
         _discard(pool)
+        for process in processes:
+            process.terminate()
