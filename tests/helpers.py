@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +39,27 @@ async def until(predicate, timeout: float, what: str):
 def one(user, marker: str):
     """The one element of a NiceGUI User page carrying this marker."""
     return next(iter(user.find(marker=marker).elements))
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps dialling out, and this machine refuses every connection.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@contextlib.contextmanager
+def chromium_page(timeout_ms: int = 30_000):
+    """A page in headless Debian chromium driven by Playwright; the browser closes on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(timeout_ms)
+            yield page
+        finally:
+            browser.close()
 
 
 def child_env(home: Path, **extra) -> dict:

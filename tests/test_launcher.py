@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from engine.ports import free_port
-from tests.helpers import REPO, child_env, wait_for
+from tests.helpers import REPO, child_env, chromium_page, wait_for
 
 
 def launch(home, *args, **env):
@@ -129,19 +129,13 @@ def test_token_guards_pages_api_and_uploads_and_an_empty_host_is_loopback(home):
 @pytest.mark.browser
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium is not installed")
 def test_sign_in_form_in_a_real_browser(home):
-    from playwright.sync_api import sync_playwright
-
     port = free_port()
     (home / ".bundled-model-registered").write_text("1")
     proc = launch(home, "--port", str(port), INKSTONE_TOKEN="s3cret-token")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: "Inkstone is at" in proc.stdout.readline(), 60, what="launch")
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                         args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
-            page = browser.new_page()
-            page.set_default_timeout(30_000)
+        with chromium_page() as page:
             page.goto(f"{base}/jobs")
             page.wait_for_url(f"{base}/signin")  # no websocket before sign-in: the form must work without one
             page.locator("input[name=token]").fill("s3cret-token")
@@ -149,7 +143,6 @@ def test_sign_in_form_in_a_real_browser(home):
             page.wait_for_url(f"{base}/")
             page.goto(f"{base}/jobs")  # the cookie carries the token from now on
             page.wait_for_url(f"{base}/jobs")
-            browser.close()
     finally:
         proc.terminate()
         proc.wait(20)

@@ -11,9 +11,8 @@ import pytest
 from app.registry import register_folder
 from engine.models.bundled import BUNDLED_NAME
 from engine.ports import free_port
-from tests.helpers import REPO, child_env, wait_for
+from tests.helpers import REPO, child_env, chromium_page, wait_for
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium is not installed (installer/install.sh "
@@ -37,16 +36,8 @@ def app_url(home, bundled_model_dir):
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page()
-        page.set_default_timeout(30_000)
+    with chromium_page(30_000) as page:
         yield page
-        browser.close()
 
 
 def test_models_page_then_selftest_to_100_percent(app_url, page):

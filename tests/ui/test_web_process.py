@@ -27,9 +27,8 @@ from app.tables import Dataset
 from engine.models.bundled import BUNDLED_NAME
 from engine.ports import free_port
 from jobs import api
-from tests.helpers import REPO, child_env, wait_for
+from tests.helpers import REPO, child_env, chromium_page, wait_for
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium is not installed (installer/install.sh "
@@ -72,16 +71,8 @@ def web(tmp_path_factory, bundled_model_dir):
 
 @pytest.fixture(scope="module")
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
+    with chromium_page(60_000) as page:
         yield page
-        browser.close()
 
 
 def test_every_page_and_both_previews_leave_torch_out_of_the_web_process(web, page, tmp_path):
