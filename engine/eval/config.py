@@ -52,6 +52,12 @@ class EvalConfig:
     """Sampling temperature in generation mode; 0 is greedy."""
     max_tokens: int = 0
     """Generation budget per answer (0: the task's default)."""
+    workers: int = 1
+    """Engine processes the questions are split over (data parallel: one per GPU, or CPU processes); scores equal
+    one worker's."""
+    contamination: str = ""
+    """A registered dataset (name or id) or a data file: items sharing a 13-gram with it are marked contaminated
+    and every metric is also reported on the clean rest."""
     output: str = ""
     """Write {"results": {task: {metric: value}}, "settings": …} to this JSON file."""
 
@@ -61,6 +67,8 @@ class EvalConfig:
         expand(self.tasks)
         if self.shots < 0 or self.limit < 0 or self.max_tokens < 0:
             raise ValueError("shots, limit, max_tokens: must be >= 0")
+        if self.workers < 1:
+            raise ValueError(f"workers: must be >= 1, got {self.workers}")
         if self.samples < 1:
             raise ValueError(f"samples: must be >= 1, got {self.samples}")
         if self.samples > 1 and self.temperature <= 0:

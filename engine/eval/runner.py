@@ -111,6 +111,10 @@ class Evaluator:
 
     def run_task(self, task: Task, group: str, rate: _Rate) -> TaskResult:
         docs = self._docs(task)
+        if task.kind == "agent":  # agent benchmarks drive their own loop; they hand back samples and metrics
+            samples, metrics = task.evaluate(self.backend, docs, progress=self.progress, cancel=self.cancel)
+            rate.advance(len(docs), task.name)
+            return TaskResult(task.name, group, task.licence, metrics, samples)
         pool = task.fewshot_pool(task.check_split(self.cfg.split))
         if isinstance(task, ChoiceTask) and self.cfg.mode == "ppl":
             samples = self._ppl(task, docs, pool, rate)

@@ -90,11 +90,18 @@ def run(args: EvalConfig, ctx: JobContext) -> dict:
             from engine.eval.openai_backend import OpenAIBackend
 
             backend = OpenAIBackend(args.model, api_key=os.environ.get("INKSTONE_EVAL_API_KEY", ""))
+        elif args.workers > 1:  # data parallel: the questions split over engine processes
+            from engine.eval.parallel import ParallelBackend
+
+            backend = ParallelBackend(path, workers=args.workers, dtype=args.dtype, device=args.device)
         else:  # an HF folder runs on our runner; a GGUF through llama.cpp (generation mode)
             backend = EngineBackend(path, dtype=args.dtype, device=args.device)
         save = lambda r: evals.save_task(ctx.root, run_row.id, r.task, r.licence, r.metrics, r.samples, settings_hash)
         evaluator = Evaluator(args, backend, evals.SqliteResponseCache(ctx.root), ctx.progress, ctx.cancel)
-        outcome = evaluator.run(on_task=save)
+        try:
+            outcome = evaluator.run(on_task=save)
+        finally:
+            getattr(backend, "close", lambda: None)()
         for group, metrics in outcome["groups"].items():
             evals.save_task(ctx.root, run_row.id, group, outcome["tasks"][0].licence, metrics, [], settings_hash)
     except BaseException:
@@ -102,6 +109,10 @@ def run(args: EvalConfig, ctx: JobContext) -> dict:
         raise
     evals.finish_run(ctx.root, run_row.id, "done")
     doc = results_json(outcome, args)
+    if args.contamination:  # the clean-subset scores are stored beside the full ones
+        from app.contamination import check_run
+
+        doc["contamination"] = check_run(ctx.root, run_row.id, args.contamination, progress=ctx.progress)
     if args.output:
         _write_json_atomic(Path(args.output).expanduser(), doc)
     return {"eval_run": run_row.id, **doc}
