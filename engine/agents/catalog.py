@@ -91,6 +91,9 @@ def build_tools(names: list[str], settings: ToolSettings) -> BuiltTools:
             continue
         built.connections.append(connection)
         built.tools += connection.tools()
+        missing = sorted(set(spec.tools) - {listed.name for listed in connection.listed})
+        if missing:
+            built.problems.append(f"MCP server {spec.name!r} does not list the tools {missing} any more")
     seen: set[str] = set()
     unique = []
     for tool in built.tools:

@@ -37,6 +37,8 @@ class MCPServerSpec:
     """Seconds to wait for the connection and for each answer."""
     prefix_tools: bool = False
     """Offer tools as `<name>__<tool>`, so two servers with a tool of the same name can be used together."""
+    tools: list[str] = field(default_factory=list)
+    """Offer only these of the server's tools (by the name it lists); empty: all of them."""
 
     def validate(self) -> None:
         if bool(self.command) == bool(self.url):
@@ -190,9 +192,11 @@ class MCPConnection:
             self._loop.call_soon_threadsafe(self._stop.set)
 
     def tools(self, approval: str = "always") -> list[Tool]:
-        """The server's tools, with the schemas it listed."""
+        """The server's tools (those the spec names, when it names some), with the schemas it listed."""
         out = []
         for listed in self.listed:
+            if self.spec.tools and listed.name not in self.spec.tools:
+                continue
             name = f"{self.spec.name}__{listed.name}" if self.spec.prefix_tools else listed.name
             out.append(
                 Tool(
@@ -218,6 +222,27 @@ def _caller(connection: MCPConnection, tool: str):
         return connection.call(tool, arguments)
 
     return call
+
+
+@dataclass
+class ServerCheck:
+    """What a check of one server found: its tools, or why it could not be used."""
+
+    ok: bool
+    tools: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def check_server(spec: MCPServerSpec) -> ServerCheck:
+    """Connect, list the tools and disconnect: the status Settings shows and the tools the playground offers."""
+    try:
+        connection = MCPConnection(spec).start()
+    except (ToolError, ValueError) as exc:
+        return ServerCheck(ok=False, error=str(exc))
+    try:
+        return ServerCheck(ok=True, tools=[listed.name for listed in connection.listed])
+    finally:
+        connection.close()
 
 
 def connect_all(specs: list[MCPServerSpec]) -> tuple[list[MCPConnection], list[str]]:

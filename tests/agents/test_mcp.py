@@ -108,3 +108,34 @@ def test_servers_that_cannot_start_are_reported_by_name():
         MCPServerSpec(name="both", command="x", url="http://y").validate()
     with pytest.raises(ToolError):
         MCPConnection(MCPServerSpec(name="m", command="/nonexistent/x", timeout_s=5)).start()
+
+
+def test_a_configured_server_that_exits_mid_run_is_an_error_observation_and_a_status():
+    """The path the playground takes: a server from Settings, limited to the ticked tools, built by the catalog;
+    the server exits during the run (its `die` tool), and the next call says it is not running."""
+    from app.settings import MCPServerSetting
+    from engine.agents.catalog import ToolSettings, build_tools
+    from engine.agents.mcp_client import check_server
+
+    setting = MCPServerSetting(name="tools", command=STDIO)
+    assert check_server(setting.to_spec()).tools == ["add", "greet", "fail", "die"]
+    built = build_tools([], ToolSettings(mcp_servers=[setting.to_spec(tools=["add", "die", "gone"])]))
+    try:
+        assert sorted(t.name for t in built.tools) == ["add", "die"]
+        assert built.problems == ["MCP server 'tools' does not list the tools ['gone'] any more"]
+        client = ScriptedClient(
+            Reply(tool_calls=[call("add", '{"a": 1, "b": 2}')]),
+            Reply(tool_calls=[call("die", "{}")]),
+            Reply(tool_calls=[call("add", '{"a": 3, "b": 4}')]),
+            "the server is gone",
+        )
+        trace = FunctionCallingLoop(client, Toolbox(built.tools), AgentConfig(tool_timeout_s=30)).run("x")
+        first, died, after = trace.steps[:3]
+        assert first.observation == "3"
+        assert died.observation.startswith("Error: die: MCP server 'tools' failed: ")
+        assert after.observation.startswith("Error: add: MCP server 'tools' is not running: it stopped answering")
+        assert built.connections[0].status.startswith("not running: it stopped answering")
+        assert trace.status == "answered" and trace.answer == "the server is gone"
+    finally:
+        built.close()
+    assert not check_server(MCPServerSetting(name="nope", command="/nonexistent/server").to_spec()).ok

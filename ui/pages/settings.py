@@ -11,8 +11,9 @@ from nicegui import run, ui
 from nicegui.elements.mixins.validation_element import ValidationElement
 from pydantic import ValidationError
 
-from app.settings import Settings
+from app.settings import Settings, check_allowed_host
 from ui import state
+from ui.components.mcp_servers import MCPServersSection
 from ui.frame import frame
 from ui.i18n import LANGUAGES, t
 
@@ -22,6 +23,13 @@ ON_RELOAD = ("language", "dark_mode")  # read when a page is built
 
 def _label(name: str) -> str:
     return t(Settings.model_fields[name].description)
+
+
+def split_hosts(value: str | list | None) -> list[str]:
+    """Hosts typed as one line, separated by commas, spaces or new lines."""
+    if isinstance(value, list):
+        return value
+    return [h for h in (value or "").replace(",", " ").split() if h]
 
 
 def _number_check(name: str):
@@ -64,25 +72,39 @@ def settings_page() -> None:
     def check_token(value: str | None) -> str | None:
         return t("At least 8 characters") if value and len(value) < 8 else None
 
+    def check_hosts(value: str | None) -> str | None:
+        for host in split_hosts(value):
+            try:
+                check_allowed_host(host)
+            except ValueError:
+                return t("{host} is not a host: write host, host:port or *.domain", host=host)
+        return None
+
     async def save() -> None:
         # Validate every field (not all() over a generator) so each mistake is marked at once.
         results = [f.validate() for f in fields.values() if isinstance(f, ValidationElement)]
         if not all(results):
             ui.notify(t("Fix the marked fields first."), type="negative")
             return
-        values = {name: f.value for name, f in fields.items()}
+        old = state.settings()
+        # Fields this form does not show (the MCP servers, saved by their own section) keep their saved values.
+        values = old.model_dump() | {name: f.value for name, f in fields.items()}
         values["host"] = values["host"].strip()
-        for name, field in Settings.model_fields.items():
-            if field.annotation is int:
+        values["agent_allowed_hosts"] = split_hosts(values["agent_allowed_hosts"])
+        for name in fields:
+            if Settings.model_fields[name].annotation is int:
                 values[name] = int(values[name])
         try:
             new = Settings.model_validate(values)
         except ValidationError as e:  # a rule the field checks do not know about: show it at its field
             for err in e.errors():
-                fields[str(err["loc"][0])].error = err["msg"]
+                name = str(err["loc"][0])
+                if name in fields:
+                    fields[name].error = err["msg"]
+                else:
+                    ui.notify(f"{name}: {err['msg']}", type="negative")
             ui.notify(t("Fix the marked fields first."), type="negative")
             return
-        old = state.settings()
         await run.io_bound(state.update_settings, new)
         changed = {name for name in Settings.model_fields if getattr(new, name) != getattr(old, name)}
         status.clear()
@@ -125,5 +147,13 @@ def settings_page() -> None:
             fields["gpu_jobs_per_gpu"] = _number("gpu_jobs_per_gpu", current.gpu_jobs_per_gpu)
             fields["job_stop_grace_s"] = _number("job_stop_grace_s", current.job_stop_grace_s)
             ui.label(t("These apply to the next job that starts.")).classes("text-sm opacity-70")
+        with ui.card().classes("w-full max-w-2xl"):
+            ui.label(t("Agents")).classes("text-lg font-medium")
+            fields["agent_allowed_hosts"] = ui.input(
+                _label("agent_allowed_hosts"), value=", ".join(current.agent_allowed_hosts), validation=check_hosts,
+                placeholder="docs.local, *.example.com, 127.0.0.1:8080").classes("w-96").mark("agent_allowed_hosts")
+            ui.label(t("The Agent playground offers the http tool when hosts are given.")).classes(
+                "text-sm opacity-70")
         ui.button(t("Save"), icon="save", on_click=save).mark("save")
         status = ui.column().classes("gap-1")
+        MCPServersSection()
