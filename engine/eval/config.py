@@ -55,6 +55,15 @@ class EvalConfig:
     workers: int = 1
     """Engine processes the questions are split over (data parallel: one per GPU, or CPU processes); scores equal
     one worker's."""
+    judge: str = ""
+    """LLM judge for open answers: a registered model or folder, a .gguf file, or an OpenAI-compatible URL
+    (http://host:port/v1; key from INKSTONE_JUDGE_API_KEY or INKSTONE_EVAL_API_KEY). Adds judge_accuracy."""
+    against: str = ""
+    """Second model (same kinds as model) that answers the same prompts; the judge compares both answers in both
+    orders and reports win_rate of the model against it. Needs judge."""
+    judge_tasks: str = ""
+    """Tasks the judge grades: empty for your own open and chat sets, 'all' for every generation task, or
+    comma-separated task names."""
     contamination: str = ""
     """A registered dataset (name or id) or a data file: items sharing a 13-gram with it are marked contaminated
     and every metric is also reported on the clean rest."""
@@ -75,10 +84,40 @@ class EvalConfig:
             raise ValueError("temperature: several samples per question need temperature > 0")
         if self.temperature < 0:
             raise ValueError(f"temperature: must be >= 0, got {self.temperature}")
+        self._validate_judge()
+
+    def _validate_judge(self) -> None:
+        from engine.eval.judge import is_judged
+        from engine.eval.tasks import expand, get_task
+
+        if not self.judge:
+            for name in ("against", "judge_tasks"):
+                if getattr(self, name).strip():
+                    raise ValueError(f"{name}: needs a judge (--judge MODEL or URL)")
+            return
+        if self.against.strip() and self.against.strip() == self.model.strip():
+            raise ValueError(f"against: must name another model than the one evaluated ({self.model})")
+        if self.samples > 1:
+            raise ValueError("samples: the judge grades one answer per question; use samples 1 with judge")
+        names = [n for _, n in expand(self.tasks)]
+        wanted = [n.strip() for n in self.judge_tasks.split(",") if n.strip() and n.strip() != "all"]
+        missing = [n for n in wanted if n not in names]
+        if missing:
+            raise ValueError(f"judge_tasks: {', '.join(missing)} not among the tasks ({self.tasks})")
+        if not any(is_judged(get_task(n), self) for n in names):
+            raise ValueError("judge: none of the tasks has open answers to grade (your own open or chat sets, or "
+                             "generation tasks named in judge_tasks, 'all' for every one; code is run, not judged)")
 
     def settings(self) -> dict:
-        """The choices that change a score, as recorded with every result."""
-        return {k: v for k, v in asdict(self).items() if k in SCORE_FIELDS}
+        """The choices that change a score, as recorded with every result (the judge's only when there is one,
+        so unjudged runs keep their settings hash)."""
+        chosen = {k: v for k, v in asdict(self).items() if k in SCORE_FIELDS}
+        if self.judge:
+            from engine.eval.judge import protocol_hash
+
+            chosen |= {"judge": self.judge, "against": self.against, "judge_tasks": self.judge_tasks,
+                       "judge_prompt": protocol_hash()}
+        return chosen
 
     def settings_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:10]

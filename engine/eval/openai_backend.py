@@ -4,17 +4,19 @@ PPL mode asks `/v1/completions` for the prompt's log-probabilities (`echo: true,
 of the context alone and of context + continuation, and sums those of the tokens past the context's own, as
 lm-eval's `local-completions` does with its tokenizer; the server must support echo. Generation uses
 `/v1/completions` for base-style prompts and `/v1/chat/completions` for chat-style turns, which the server
-renders with its own template.
+renders with its own template, several requests in flight at once. The same backend serves as an LLM judge.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from engine.progress import Progress, check_cancel, no_progress
 
 BATCH = 32  # prompts per completions request
+CONCURRENCY = 8  # generation requests in flight at once
 
 
 class ChatText(str):
@@ -29,12 +31,14 @@ class ChatText(str):
 
 
 class OpenAIBackend:
-    def __init__(self, base_url: str, model: str = "", api_key: str = "none", timeout_s: float = 600.0):
+    def __init__(self, base_url: str, model: str = "", api_key: str = "none", timeout_s: float = 600.0,
+                 max_retries: int = 2, concurrency: int = CONCURRENCY):
         from openai import OpenAI
 
         url = base_url.rstrip("/")
         self.client = OpenAI(base_url=url if url.endswith("/v1") else url + "/v1", api_key=api_key or "none",
-                             max_retries=2, timeout=timeout_s)
+                             max_retries=max_retries, timeout=timeout_s)
+        self.concurrency = max(1, concurrency)
         self.model = model or self.client.models.list().data[0].id
         self.identity = f"url:{url}|{self.model}"
 
@@ -63,19 +67,24 @@ class OpenAIBackend:
         return [c.logprobs for c in sorted(resp.choices, key=lambda c: c.index)]
 
     def generate(self, prompts, params, progress: Progress = no_progress, cancel: threading.Event | None = None):
-        out: list[list[str]] = []
         common = dict(model=self.model, max_tokens=params.max_tokens, temperature=params.temperature, n=params.n,
                       stop=list(params.stop)[:4] or None, seed=params.seed)
-        for prompt in prompts:
+
+        def one(prompt) -> list[str]:
             check_cancel(cancel)
             if isinstance(prompt, ChatText):
                 resp = self.client.chat.completions.create(messages=prompt.messages, **common)
-                texts = [c.message.content or "" for c in sorted(resp.choices, key=lambda c: c.index)]
-            else:
-                resp = self.client.completions.create(prompt=prompt, **common)
-                texts = [c.text or "" for c in sorted(resp.choices, key=lambda c: c.index)]
-            out.append(texts)
-            progress(fraction=len(out) / len(prompts), message=f"{len(out)}/{len(prompts)} prompts generated")
+                return [c.message.content or "" for c in sorted(resp.choices, key=lambda c: c.index)]
+            resp = self.client.completions.create(prompt=prompt, **common)
+            return [c.text or "" for c in sorted(resp.choices, key=lambda c: c.index)]
+
+        # Several requests in flight, as servers batch them (OpenCompass's judges run concurrently too); the
+        # answers come back in prompt order, and the first failure ends the call.
+        out: list[list[str]] = []
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            for texts in pool.map(one, prompts):
+                out.append(texts)
+                progress(fraction=len(out) / len(prompts), message=f"{len(out)}/{len(prompts)} prompts generated")
         return out
 
 

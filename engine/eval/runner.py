@@ -55,6 +55,10 @@ class TaskResult:
     licence: str
     metrics: dict[str, dict[str, float]]
     samples: list[dict] = field(default_factory=list)
+    items: list[dict] = field(default_factory=list, repr=False)
+    """The item each generation sample answered (after any rotation), in the same order: what a judge reads."""
+    source: Task | None = field(default=None, repr=False)
+    """The task itself (how a judge shows its question and gold)."""
 
 
 def cache_key(identity: str, kind: str, *parts) -> str:
@@ -88,8 +92,9 @@ class Evaluator:
 
     # ---- the run ----------------------------------------------------------------------------------------
 
-    def run(self, on_task: Callable[[TaskResult], None] | None = None) -> dict:
-        pairs = expand(self.cfg.tasks)
+    def run(self, on_task: Callable[[TaskResult], None] | None = None, only: set[str] | None = None) -> dict:
+        """Every task of the config (or only those named), each handed to on_task as soon as it is scored."""
+        pairs = [(g, n) for g, n in expand(self.cfg.tasks) if only is None or n in only]
         plans = [(group, get_task(name)) for group, name in pairs]
         total = sum(len(self._docs(task)) for _, task in plans)
         rate = _Rate(self.progress, total)
@@ -117,10 +122,10 @@ class Evaluator:
             return TaskResult(task.name, group, task.licence, metrics, samples)
         pool = task.fewshot_pool(task.check_split(self.cfg.split))
         if isinstance(task, ChoiceTask) and self.cfg.mode == "ppl":
-            samples = self._ppl(task, docs, pool, rate)
+            samples, items = self._ppl(task, docs, pool, rate), []
         else:
-            samples = self._gen(task, docs, pool, rate)
-        return TaskResult(task.name, group, task.licence, score(samples, self.cfg.circular), samples)
+            samples, items = self._gen(task, docs, pool, rate)
+        return TaskResult(task.name, group, task.licence, score(samples, self.cfg.circular), samples, items, task)
 
     def _variants(self, task: Task, doc: dict) -> list[dict]:
         if self.cfg.circular and isinstance(task, ChoiceTask):
@@ -178,7 +183,7 @@ class Evaluator:
         return GenParams(max_tokens=self.cfg.max_tokens or default, stop=tuple(stop),
                          temperature=self.cfg.temperature, n=self.cfg.samples, seed=self.cfg.seed)
 
-    def _gen(self, task: Task, docs: list[dict], pool: list[dict], rate: _Rate) -> list[dict]:
+    def _gen(self, task: Task, docs: list[dict], pool: list[dict], rate: _Rate) -> tuple[list[dict], list[dict]]:
         params = self._gen_params(task)
         items = []
         for doc in docs:
@@ -189,12 +194,13 @@ class Evaluator:
         compute = lambda prompts: [{"texts": t} for t in self.backend.generate(prompts, params, cancel=self.cancel)]
         answers = self._cached(keys, [p for _, _, p in items], compute, rate, task,
                                per_question=len(items) / max(1, len(docs)))
-        verdicts = self._run_programs(task, items, [answers[k]["texts"] for k in keys])
-        return [self._judge(task, doc, variant, prompt, answers[key]["texts"], verdicts)
-                for (doc, variant, prompt), key in zip(items, keys, strict=True)]
+        program_outcomes = self._run_programs(task, items, [answers[k]["texts"] for k in keys])
+        samples = [self._check(task, doc, variant, prompt, answers[key]["texts"], program_outcomes)
+                   for (doc, variant, prompt), key in zip(items, keys, strict=True)]
+        return samples, [variant for _, variant, _ in items]
 
     def _run_programs(self, task: Task, items: list, texts: list[list[str]]) -> dict[str, dict]:
-        """Code tasks: every distinct program judged in the sandbox, several at once."""
+        """Code tasks: every distinct program run in the sandbox, several at once."""
         if task.kind != "code":
             return {}
         from engine.eval.execution import run_many
@@ -207,8 +213,9 @@ class Evaluator:
         return {p: {"outcome": r.status, "message": r.message, "stdout": r.outcome.stdout[-2000:],
                     "stderr": r.outcome.stderr[-2000:]} for p, r in zip(programs, results, strict=True)}
 
-    def _judge(self, task: Task, doc: dict, variant: dict, prompt: str, texts: list[str],
-               verdicts: dict[str, dict]) -> dict:
+    def _check(self, task: Task, doc: dict, variant: dict, prompt: str, texts: list[str],
+               program_outcomes: dict[str, dict]) -> dict:
+        """Rule-based checking of one item's answers (extract, compare with gold, or the sandbox's outcome)."""
         outcomes = []
         for text in texts:
             answer, think_len = ex.strip_think(text)
@@ -220,7 +227,7 @@ class Evaluator:
             elif task.kind == "code":
                 extracted = ex.extract_code(answer)
                 program = task.program(doc, extracted)
-                outcome = verdicts[program]
+                outcome = program_outcomes[program]
                 outcomes.append({"answer": text, "extracted": extracted, "correct": outcome["outcome"] == "pass",
                                  "think_len": think_len, "program": program, **outcome})
             else:
@@ -290,8 +297,10 @@ def results_json(run: dict, cfg: EvalConfig) -> dict:
         results[r.task] = _flat(r.metrics)
     for group, metrics in run["groups"].items():
         results[group] = _flat(metrics)
-    return {"results": results, "settings": {**cfg.settings(), "model": cfg.model, "tasks": cfg.tasks,
-                                             "settings_hash": cfg.settings_hash()}}
+    settings = {**cfg.settings(), "model": cfg.model, "tasks": cfg.tasks, "settings_hash": cfg.settings_hash()}
+    if run.get("judge"):  # who judged, with the exact prompts it was given
+        settings["judge_protocol"] = run["judge"]
+    return {"results": results, "settings": settings}
 
 
 def _flat(metrics: dict) -> dict:

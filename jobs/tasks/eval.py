@@ -1,8 +1,11 @@
-"""Job kind `eval`: `inkstone eval MODEL --tasks mmlu,arc_easy --shots 5 --mode ppl|gen [--circular] [--limit N]`.
+"""Job kind `eval`: `inkstone eval MODEL --tasks mmlu,arc_easy --shots 5 --mode ppl|gen [--circular] [--limit N]
+[--judge MODEL|URL [--against MODEL2]]`.
 
 Runs the benchmark tasks on our engine in this worker process, writes each finished task's metrics and samples
 to the store (EvalRun / EvalResult / EvalSample), and answers through a SQLite response cache, so a retried job
-(after cancel or kill -9) resumes where the last one stopped. `--output` writes lm-eval-style JSON for scripts.
+(after cancel or kill -9) resumes where the last one stopped. With a judge, each task's answers are stored before
+judging starts (engine.eval.judged_run), so a judge that cannot be reached fails the job but keeps them.
+`--output` writes lm-eval-style JSON for scripts.
 """
 
 from __future__ import annotations
@@ -72,36 +75,70 @@ def _resolve(root: Path, ref: str) -> tuple[str, int | None, int | None]:
     return path, model_id, None
 
 
+JUDGE_KEY_ENV = "INKSTONE_JUDGE_API_KEY"
+"""An API key for a judge URL alone; else INKSTONE_EVAL_API_KEY serves every URL of the run."""
+
+
+def _backend_opener(root: Path, args: EvalConfig):
+    """(reference, role) -> backend for the model, the model compared against and the judge, each on demand."""
+
+    def open_backend(ref: str, role: str):
+        from engine.eval.backends import EngineBackend
+
+        path, _, _ = _resolve(root, ref)
+        if is_url(ref):
+            from engine.eval.openai_backend import OpenAIBackend
+
+            key = os.environ.get(JUDGE_KEY_ENV, "") if role == "judge" else ""
+            return OpenAIBackend(ref, api_key=key or os.environ.get("INKSTONE_EVAL_API_KEY", ""),
+                                 max_retries=1 if role == "judge" else 2)
+        if args.workers > 1 and role != "judge":  # data parallel: the questions split over engine processes
+            from engine.eval.parallel import ParallelBackend
+
+            return ParallelBackend(path, workers=args.workers, dtype=args.dtype, device=args.device)
+        return EngineBackend(path, dtype=args.dtype, device=args.device)  # HF folder, or a GGUF via llama.cpp
+
+    return open_backend
+
+
+def _record_judge(root: Path, run_id: int, record: dict) -> None:
+    """The judge's identity and exact prompts into the run's settings, as soon as the judge is loaded."""
+    from app.db import session
+    from app.tables import EvalRun
+
+    with session(root) as s:
+        run = s.get(EvalRun, run_id)
+        run.settings = {**run.settings, "judge_protocol": record}
+        s.add(run)
+
+
 def run(args: EvalConfig, ctx: JobContext) -> dict:
     from app import evals
-    from engine.eval.backends import EngineBackend
-    from engine.eval.runner import Evaluator, results_json
+    from engine.eval.judge import protocol
+    from engine.eval.judged_run import evaluate
+    from engine.eval.runner import results_json
 
-    path, model_id, export_id = _resolve(ctx.root, args.model)
+    _, model_id, export_id = _resolve(ctx.root, args.model)
+    for field_name in ("judge", "against"):  # a misspelt judge fails now, not after the model's whole run
+        if getattr(args, field_name):
+            try:
+                _resolve(ctx.root, getattr(args, field_name))
+            except Exception as e:
+                raise ValueError(f"{field_name}: {e}") from e
     dataset_id = _custom_dataset(ctx.root, args.tasks)
     _link_job(ctx.root, ctx.job_id, model_id, dataset_id)
     settings_hash = args.settings_hash()
-    run_row = evals.start_run(ctx.root, model_ref=args.model, tasks=args.tasks, mode=args.mode,
-                              settings={**args.settings(), "tasks": args.tasks}, settings_hash=settings_hash,
-                              job_id=ctx.job_id, model_id=model_id, export_id=export_id, dataset_id=dataset_id)
+    settings = {**args.settings(), "tasks": args.tasks}
+    if args.judge:  # the prompts the judge will be given, recorded even if it never answers
+        settings["judge_protocol"] = {"judge": args.judge, "against": args.against, **protocol()}
+    run_row = evals.start_run(ctx.root, model_ref=args.model, tasks=args.tasks, mode=args.mode, settings=settings,
+                              settings_hash=settings_hash, job_id=ctx.job_id, model_id=model_id,
+                              export_id=export_id, dataset_id=dataset_id)
     try:
         ctx.progress(0.0, f"loading {args.model}")
-        if is_url(args.model):
-            from engine.eval.openai_backend import OpenAIBackend
-
-            backend = OpenAIBackend(args.model, api_key=os.environ.get("INKSTONE_EVAL_API_KEY", ""))
-        elif args.workers > 1:  # data parallel: the questions split over engine processes
-            from engine.eval.parallel import ParallelBackend
-
-            backend = ParallelBackend(path, workers=args.workers, dtype=args.dtype, device=args.device)
-        else:  # an HF folder runs on our runner; a GGUF through llama.cpp (generation mode)
-            backend = EngineBackend(path, dtype=args.dtype, device=args.device)
         save = lambda r: evals.save_task(ctx.root, run_row.id, r.task, r.licence, r.metrics, r.samples, settings_hash)
-        evaluator = Evaluator(args, backend, evals.SqliteResponseCache(ctx.root), ctx.progress, ctx.cancel)
-        try:
-            outcome = evaluator.run(on_task=save)
-        finally:
-            getattr(backend, "close", lambda: None)()
+        outcome = evaluate(args, _backend_opener(ctx.root, args), evals.SqliteResponseCache(ctx.root), ctx.progress,
+                           ctx.cancel, on_task=save, on_judge=lambda rec: _record_judge(ctx.root, run_row.id, rec))
         for group, metrics in outcome["groups"].items():
             evals.save_task(ctx.root, run_row.id, group, outcome["tasks"][0].licence, metrics, [], settings_hash)
     except BaseException:

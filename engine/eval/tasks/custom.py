@@ -4,7 +4,8 @@ Shapes (detected from the columns): multiple choice `question, A, B[, C …], an
 open `question, answer`; chat `messages` (a list of {role, content}, the last assistant turn is the answer).
 The sidecar `<file>.eval.json` may set `name`, `licence`, `extractor` (open sets: text, number, boxed),
 `prompt` (a template with {question} and, for choices, {A} {B} …), `split_fewshot` (how many leading rows are
-kept as the few-shot pool). Every row is checked on load: a bad one is reported as file, line and field.
+kept as the few-shot pool), `judge` (open and chat sets: whether an LLM judge, when the run names one, grades the
+answers; default true). Every row is checked on load: a bad one is reported as file, line and field.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class CustomChoice(_UserRows, ChoiceTask):
 
 @dataclass
 class CustomOpen(_UserRows, GenTask):
+    open_answer: bool = True
+    """Free-text answers: an LLM judge (EvalConfig.judge) grades them when the run names one."""
+
     def query(self, doc: dict) -> str:
         if self.template:
             return self.template.format(question=doc["question"])
@@ -118,6 +122,10 @@ def load_custom_task(path_text: str) -> ChoiceTask | GenTask:
     if extractor not in ("text", "number", "boxed", "letter"):
         raise DataError(f"{path.with_name(path.name + '.eval.json')}: field 'extractor' must be text, number, "
                         f"boxed or letter, got {extractor!r}")
+    judged = settings.get("judge", True)
+    if not isinstance(judged, bool):
+        raise DataError(f"{path.with_name(path.name + '.eval.json')}: field 'judge' must be true or false, got "
+                        f"{judged!r}")
     return CustomOpen(**common, extractor=extractor, stop=tuple(settings.get("stop", ["\n\n"])),
-                      max_tokens=int(settings.get("max_tokens", 256)))
+                      max_tokens=int(settings.get("max_tokens", 256)), open_answer=judged)
 
