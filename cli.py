@@ -96,11 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     msub.add_parser("setup-default", help="convert and register the bundled SmolLM2 model")
 
     _add_agent_parser(sub)
-    bench = sub.add_parser("agent-bench", help="score a model's tool calling: BFCL v4 categories, GSM8K with Python")
+    bench = sub.add_parser("agent-bench", help="score a model's tool calling: BFCL v4 categories, GSM8K with "
+                           "Python, ToolTalk conversations")
     bench.add_argument("model", help="a registered model, a .gguf file, or a model server's URL")
     bench.add_argument("--bench", default="bfcl:simple_python",
-                       help="bfcl:<simple_python|multiple|parallel|parallel_multiple|irrelevance> or gsm8k-python")
-    bench.add_argument("--limit", type=int, default=20, help="items to run")
+                       help="bfcl:<simple_python|multiple|parallel|parallel_multiple|irrelevance>, gsm8k-python, "
+                       "or tooltalk[:easy|tooltalk] (ToolTalk's easy or hard conversations)")
+    bench.add_argument("--limit", type=int, default=20, help="items (ToolTalk: conversations) to run")
     bench.add_argument("--api-key", help="Bearer token of a model server URL")
     mcp = sub.add_parser("mcp-server", help="serve Inkstone to outside agents over MCP (Streamable HTTP at /mcp)")
     mcp.add_argument("--host", default="127.0.0.1", help="bind address; beyond loopback a token is required")
@@ -353,13 +355,21 @@ def agent_bench_command(root: Path, args) -> int:
         print(f"licence: {bfcl.LICENCE}", file=sys.stderr)
     elif name == "gsm8k-python":
         from engine.agents.bench import gsm8k_tool
+        from engine.eval.tasks import get_task
 
-        items = gsm8k_tool.load(args.limit)
+        items = get_task("gsm8k_tool").docs("test")[: args.limit]
         scores = gsm8k_tool.evaluate(client, root / "agents" / "bench-workspace", items, progress=_stderr_progress)
         metrics = scores.metrics() | {"items": scores.total}
         print(f"licence: {gsm8k_tool.LICENCE}", file=sys.stderr)
+    elif name == "tooltalk":
+        from engine.agents.bench import tooltalk
+
+        conversations = tooltalk.load(category or "easy", args.limit)
+        results = tooltalk.evaluate(client, conversations, progress=_stderr_progress)
+        metrics = tooltalk.metrics(results) | {"conversations": len(results)}
+        print(f"licence: {tooltalk.LICENCE}", file=sys.stderr)
     else:
-        raise ValueError(f"--bench {args.bench!r}: use bfcl:<category> or gsm8k-python")
+        raise ValueError(f"--bench {args.bench!r}: use bfcl:<category>, gsm8k-python or tooltalk[:easy|tooltalk]")
     print(json.dumps({"bench": args.bench, "model": args.model, **metrics}, ensure_ascii=False))
     return 0
 

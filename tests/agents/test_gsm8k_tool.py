@@ -7,6 +7,7 @@ import json
 
 from engine.agents.bench import gsm8k_tool
 from engine.agents.model import Reply, ToolCallRequest
+from engine.eval.tasks import get_task
 from tests.agents.scripted import ScriptedClient
 
 
@@ -15,7 +16,7 @@ def python_call(code: str) -> Reply:
 
 
 def test_answer_action_code_and_follow_metrics(tmp_path):
-    items = gsm8k_tool.load(limit=3)
+    items = get_task("gsm8k_tool").docs("test")[:3]
     assert len(items) == 3 and all(gsm8k_tool.last_number(i["answer"]) is not None for i in items)
     first = items[0]["answer"]
     client = ScriptedClient(

@@ -15,10 +15,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.agents.model import ModelClient, ModelError, parse_arguments
+from engine.agents.toolbox import Cancelled
 
 CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
 LICENCE = "Apache-2.0 (bfcl-eval, Berkeley Function Calling Leaderboard)"
@@ -149,31 +151,50 @@ class Result:
     correct: int = 0
     failures: list[dict] = field(default_factory=list)
     """Per wrong item: id, what the model called or said, and why it was wrong."""
+    outcomes: list[dict] = field(default_factory=list)
+    """Per item, in order: id, calls [(name, arguments)], content (the reply's text), correct, why."""
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else 0.0
 
 
+def run_item(client: ModelClient, item: Item, category: str, max_tokens: int = 256) -> dict:
+    """Ask one item once (tool_choice auto, greedy) and score its calls: {id, calls, content, correct, why}."""
+    names = {openai_name(f["name"]): f["name"] for f in item.functions}
+    content = ""
+    try:
+        reply = client.chat(item.messages, tools=tools_for(item), max_tokens=max_tokens, temperature=0.0)
+        content = reply.content
+        calls = [(names.get(c.name, c.name), parse_arguments(c.arguments)) for c in reply.tool_calls]
+        ok = (not calls) if category == "irrelevance" else calls_match(calls, item.answers)
+        why = "" if ok else ("called a tool" if category == "irrelevance" else "calls do not match")
+    except (ModelError, ValueError) as exc:
+        calls, ok, why = [], False, str(exc)
+    return {"id": item.id, "calls": calls, "content": content, "correct": ok, "why": why}
+
+
 def evaluate(
-    client: ModelClient, category: str, limit: int | None = None, max_tokens: int = 256, progress=None
+    client: ModelClient,
+    category: str,
+    limit: int | None = None,
+    max_tokens: int = 256,
+    progress=None,
+    items: list[Item] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Result:
-    """Ask each item once (tool_choice auto, greedy) and score its calls."""
+    """Ask each item once (tool_choice auto, greedy) and score its calls; `items` defaults to the category's."""
     result = Result(category)
-    items = load(category, limit)
+    items = load(category, limit) if items is None else items
     for n, item in enumerate(items, 1):
-        names = {openai_name(f["name"]): f["name"] for f in item.functions}
-        try:
-            reply = client.chat(item.messages, tools=tools_for(item), max_tokens=max_tokens, temperature=0.0)
-            calls = [(names.get(c.name, c.name), parse_arguments(c.arguments)) for c in reply.tool_calls]
-            ok = (not calls) if category == "irrelevance" else calls_match(calls, item.answers)
-            why = "" if ok else ("called a tool" if category == "irrelevance" else "calls do not match")
-        except (ModelError, ValueError) as exc:
-            calls, ok, why = [], False, str(exc)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
+        outcome = run_item(client, item, category, max_tokens)
         result.total += 1
-        result.correct += ok
-        if not ok:
-            result.failures.append({"id": item.id, "calls": calls, "why": why})
+        result.correct += outcome["correct"]
+        result.outcomes.append(outcome)
+        if not outcome["correct"]:
+            result.failures.append({"id": item.id, "calls": outcome["calls"], "why": outcome["why"]})
         if progress is not None:
             progress(n / len(items), f"{category}: {result.correct}/{result.total}")
     return result

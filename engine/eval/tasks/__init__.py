@@ -1,7 +1,8 @@
 """The built-in benchmarks, one module each (nanochat style), and lookup by lm-evaluation-harness name.
 
 A task name may also be a path to a user's CSV/JSONL file (a custom set). `mmlu` is a group: it expands to its
-57 `mmlu_<subject>` tasks and its score is their item-weighted mean, as lm-eval's group is.
+57 `mmlu_<subject>` tasks and its score is their item-weighted mean, as lm-eval's group is. Agent benchmarks
+(bfcl_*, gsm8k_tool, tooltalk_easy) are tasks too: they run their own tool-calling loop on the backend.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.eval.task import Task
-from engine.eval.tasks import arc, code, gsm8k, hellaswag, math500, mmlu, piqa, winogrande
+from engine.eval.tasks import agent, arc, code, gsm8k, hellaswag, math500, mmlu, piqa, winogrande
 
 _BUILTIN: dict[str, Task] = {}
-for _module in (mmlu, arc, hellaswag, winogrande, piqa, gsm8k, math500, code):
+for _module in (mmlu, arc, hellaswag, winogrande, piqa, gsm8k, math500, code, agent):
     for _task in _module.TASKS:
         _BUILTIN[_task.name] = _task
 
