@@ -52,4 +52,14 @@ ZH = {
     "No server runs for {model}: start one on the Chat page, or give a server URL.": (
         "{model} 没有运行中的服务器：请在对话页启动，或填写服务器地址。"
     ),
+    "First turn (function calling)": "第一轮（函数调用）",
+    "Hosts the http tool may reach": "http 工具可访问的主机",
+    "MCP {name}:": "MCP {name}：",
+    "The first turn must call {tool}: tick that tool too.": "第一轮必须调用 {tool}：请同时勾选该工具。",
+    "listing tools…": "正在列出工具…",
+    "must call a tool": "必须调用某个工具",
+    "must call {tool}": "必须调用 {tool}",
+    "no tools": "没有工具",
+    "the model decides": "由模型决定",
+    "{host} is not a host: write host, host:port or *.domain": "{host} 不是主机：请写成 主机、主机:端口 或 *.域名",
 }

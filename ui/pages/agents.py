@@ -20,13 +20,13 @@ from nicegui import ui
 from app import agents as store
 from app.registry import gguf_files, list_models
 from ui import state
+from ui.components.agent_tools import ToolPicker
 from ui.components.offload import io_bound
 from ui.components.sandbox_status import sandbox_badge
 from ui.frame import frame
 from ui.i18n import t
 
 LOOP_LABELS = {"function_calling": "Function calling", "react": "ReAct", "plan_execute": "Plan then execute"}
-POLICIES = ("always", "ask", "never")
 
 
 def _client(root: Path, model: str, url: str):
@@ -51,19 +51,13 @@ def _client(root: Path, model: str, url: str):
     return OpenAIClient(job.result["url"], model)
 
 
-def _settings(root: Path, documents: str, mcp: str):
+def _settings(root: Path, documents: str, hosts: list[str], mcp_specs: list):
     from engine.agents.catalog import ToolSettings
-    from engine.agents.mcp_client import MCPServerSpec
 
-    specs = [
-        MCPServerSpec(
-            name=f"mcp{i}", **({"url": line} if line.startswith(("http://", "https://")) else {"command": line})
-        )
-        for i, line in enumerate((x.strip() for x in mcp.splitlines() if x.strip()), 1)
-    ]
     return ToolSettings(
         workspace=str(root / "agents" / "workspace"),
-        mcp_servers=specs,
+        mcp_servers=mcp_specs,
+        allowed_hosts=hosts,
         documents=[line.strip() for line in documents.splitlines() if line.strip()],
     )
 
@@ -81,6 +75,8 @@ class RunRequest:
     question: str
     language: str
     max_steps: int
+    tool_choice: object = None
+    """Function calling: what the first turn must call (None: the model decides)."""
 
 
 @dataclass
@@ -131,7 +127,9 @@ class AgentRunner:
             names = {tool.name for tool in built.tools}
             policies = {k: v for k, v in request.policies.items() if k in names}
             toolbox = Toolbox(built.tools, policies=policies, approver=self._approve)
-            config = AgentConfig(max_steps=request.max_steps, language=request.language)
+            config = AgentConfig(
+                max_steps=request.max_steps, language=request.language, tool_choice=request.tool_choice
+            )
             loop = LOOPS[request.loop](_client(self.root, request.model, request.url), toolbox, config)
             trace = loop.run(request.question, on_step=lambda step: self.events.put(("step", step)), cancel=self.cancel)
             run = store.save_run(self.root, trace.to_dict())
@@ -187,7 +185,6 @@ def step_card(step, workspace: Path) -> None:
 class AgentsView:
     def __init__(self, root: Path, model_names: list[str]):
         from engine.agents import LOOPS
-        from engine.agents.catalog import BUILTIN
 
         self.root = root
         self.runner = AgentRunner(root)
@@ -208,32 +205,13 @@ class AgentsView:
                     )
                     self.language = ui.select({"en": "English", "zh": "中文"}, value="en", label=t("Prompt language"))
                     self.max_steps = ui.number(t("Max steps"), value=8, min=1, max=50).classes("w-24")
-                with ui.row().classes("items-center gap-4"):
-                    self.tools: dict[str, ui.checkbox] = {}
-                    self.policies: dict[str, ui.select] = {}
-                    for name in BUILTIN:
-                        if name == "http":
-                            continue  # needs allow-listed hosts, which the CLI and MCP settings give
-                        with ui.row().classes("items-center gap-1"):
-                            self.tools[name] = ui.checkbox(name, value=name == "calculator").mark(f"tool-{name}")
-                            self.policies[name] = (
-                                ui.select({p: t(p) for p in POLICIES}, value="ask" if name == "python" else "always")
-                                .props("dense")
-                                .mark(f"policy-{name}")
-                            )
-                with ui.row().classes("w-full gap-2 no-wrap"):
-                    self.documents = (
-                        ui.textarea(t("Documents to search (files or folders, one a line)"))
-                        .classes("flex-1")
-                        .props("rows=2")
-                        .mark("agent-documents")
-                    )
-                    self.mcp = (
-                        ui.textarea(t("MCP servers (a URL or a command, one a line)"))
-                        .classes("flex-1")
-                        .props("rows=2")
-                        .mark("agent-mcp")
-                    )
+                self.picker = ToolPicker()
+                self.documents = (
+                    ui.textarea(t("Documents to search (files or folders, one a line)"))
+                    .classes("w-full")
+                    .props("rows=2")
+                    .mark("agent-documents")
+                )
                 self.question = ui.textarea(t("Question")).classes("w-full").mark("agent-question")
                 with ui.row():
                     self.run_button = ui.button(t("Run"), on_click=self.start).mark("agent-run")
@@ -251,9 +229,14 @@ class AgentsView:
         ui.timer(0.2, self.drain)
 
     async def start(self) -> None:
-        tools = [name for name, box in self.tools.items() if box.value]
-        if not self.question.value.strip():
+        if not (self.question.value or "").strip():
             ui.notify(t("Write a question first."), type="warning")
+            return
+        try:
+            hosts = await io_bound(self.picker.save_hosts)
+            tool_choice = self.picker.forced_choice()
+        except ValueError as exc:
+            ui.notify(str(exc), type="warning")
             return
         self.steps.clear()
         self.status.text = t("Running…")
@@ -264,12 +247,13 @@ class AgentsView:
                 model=self.model.value or "",
                 url=self.url.value or "",
                 loop=self.loop.value,
-                tools=tools,
-                policies={name: select.value for name, select in self.policies.items()},
-                settings=_settings(self.root, self.documents.value or "", self.mcp.value or ""),
+                tools=self.picker.checked_builtin(),
+                policies=self.picker.chosen_policies(),
+                settings=_settings(self.root, self.documents.value or "", hosts, self.picker.mcp_specs()),
                 question=self.question.value,
                 language=self.language.value,
                 max_steps=int(self.max_steps.value or 8),
+                tool_choice=tool_choice,
             )
         )
 
@@ -374,3 +358,4 @@ async def agents_page():
         sandbox_badge()
         view = AgentsView(root, names)
         await view.show_runs()
+        ui.timer(0.1, view.picker.list_mcp_tools, once=True)  # servers may take seconds to start: not in the build
