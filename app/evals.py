@@ -11,12 +11,18 @@ import math
 import time
 from pathlib import Path
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func
 from sqlmodel import select
 
 from app.db import session
 from app.errors import NotFound
 from app.tables import EvalCacheEntry, EvalResult, EvalRun, EvalSample, Model
+
+# Per-sample fields kept beside the columns: think length, the program and its sandbox output, pass@k counts, PPL
+# scores, an LLM judge's verdict and reply (`judge`), pairwise verdicts against another run's answers (`pairwise`),
+# a judge reply that gave no verdict (`judge_invalid`), and the rule-based check the judge overrode.
+DETAIL_KEYS = ("think_len", "program", "stdout", "stderr", "n", "n_correct", "scores", "judge", "pairwise",
+               "judge_invalid", "rule_correct")
 
 
 class SqliteResponseCache:
@@ -73,8 +79,7 @@ def save_task(root: Path, run_id: int, task: str, licence: str, metrics: dict, s
                              stderr=_finite(m.get("stderr")), n=int(m.get("n", 0)), settings_hash=settings_hash,
                              licence=licence))
         for smp in samples:
-            detail = {k: smp[k] for k in ("think_len", "program", "stdout", "stderr", "n", "n_correct", "scores")
-                      if k in smp}
+            detail = {k: smp[k] for k in DETAIL_KEYS if k in smp}
             s.add(EvalSample(run_id=run_id, task=task, doc_id=smp.get("doc_id", ""), rotation=smp.get("rotation", 0),
                              prompt=smp.get("prompt", ""), answer=smp.get("answer", ""),
                              extracted=smp.get("extracted", ""), gold=smp.get("gold", ""),
@@ -163,13 +168,20 @@ def compare(root: Path, run_a: int, run_b: int) -> list[dict]:
 
 
 def samples(root: Path, run_id: int, task: str = "", wrong_only: bool = False, search: str = "",
-            limit: int = 200) -> list[EvalSample]:
+            limit: int = 200, contamination: str = "") -> list[EvalSample]:
+    """A run's samples, filtered; contamination "contaminated" or "clean" keeps the items a contamination check
+    marked so (an unchecked run has neither)."""
+    if contamination not in ("", "contaminated", "clean"):
+        raise ValueError(f"contamination: must be contaminated, clean or empty, got {contamination!r}")
     with session(root) as s:
         q = select(EvalSample).where(EvalSample.run_id == run_id)
         if task:
             q = q.where(EvalSample.task == task)
         if wrong_only:
             q = q.where(EvalSample.correct == False)  # noqa: E712 (SQL expression)
+        if contamination:  # SQLite's json_extract gives a JSON true/false as 1/0
+            flag = func.json_extract(EvalSample.detail, "$.contaminated")
+            q = q.where(flag == (1 if contamination == "contaminated" else 0))
         if search:
             like = f"%{search}%"
             q = q.where(EvalSample.prompt.like(like) | EvalSample.answer.like(like) | EvalSample.gold.like(like))
