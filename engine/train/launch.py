@@ -25,6 +25,7 @@ from engine.finetune.config import FinetuneConfig
 from engine.ports import free_port
 from engine.procs import die_with_parent
 from engine.progress import Cancelled, Progress, no_progress
+from engine.train.extensions import extension_builds
 
 PROGRESS, RESULT, CANCELLED, FAILED = "@@progress ", "@@result ", "@@cancelled", "@@failed "
 OWNER_ENV = "INKSTONE_RUN_OWNER_PID"  # the pid of the process that called launch(); ranks die when it does
@@ -63,8 +64,17 @@ def launch(config: FinetuneConfig, model_path: str | Path, output: str | Path, p
     spec.write_text(json.dumps({"config": asdict(config), "model_path": str(model_path), "output": str(output),
                                 "resume": str(resume) if resume else None}))
     use_cuda = config.device != "cpu" and torch.cuda.is_available()
-    owner = os.getpid()
-    child_env = dict(os.environ, **(env or {}), PYTHONUNBUFFERED="1", **{OWNER_ENV: str(owner)})
+    child_env = dict(os.environ, **(env or {}), PYTHONUNBUFFERED="1", **{OWNER_ENV: str(os.getpid())})
+    builds = child_env.get("TORCH_EXTENSIONS_DIR")
+    with extension_builds(builds) if builds else contextlib.nullcontext([]) as stale:
+        if stale:
+            print(f"removed build locks left by a killed run: {', '.join(map(str, stale))}", flush=True)
+        return _run(config, spec, use_cuda, child_env, progress, cancel)
+
+
+def _run(config: FinetuneConfig, spec: Path, use_cuda: bool, child_env: dict, progress: Progress,
+         cancel: threading.Event | None) -> dict:
+    owner = int(child_env[OWNER_ENV])
     if config.gpus:  # chosen GPUs replace the one slot the job runner may have pinned
         if config.deepspeed:
             child_env.pop("CUDA_VISIBLE_DEVICES", None)  # DeepSpeed's --include selects them itself
