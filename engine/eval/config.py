@@ -56,11 +56,11 @@ class EvalConfig:
     """Engine processes the questions are split over (data parallel: one per GPU, or CPU processes); scores equal
     one worker's."""
     judge: str = ""
-    """LLM judge for open answers: a registered model or folder, a .gguf file, or an OpenAI-compatible URL
-    (http://host:port/v1; key from INKSTONE_JUDGE_API_KEY or INKSTONE_EVAL_API_KEY). Adds judge_accuracy."""
+    """LLM judge for open answers (a registered model, a folder, a .gguf or an OpenAI-compatible URL; its key from
+    INKSTONE_JUDGE_API_KEY or INKSTONE_EVAL_API_KEY): reports judge_accuracy."""
     against: str = ""
-    """Second model (same kinds as model) that answers the same prompts; the judge compares both answers in both
-    orders and reports win_rate of the model against it. Needs judge."""
+    """A second model answering the same prompts; the judge compares both answers in both orders and reports the
+    model's win_rate against it (needs judge)."""
     judge_tasks: str = ""
     """Tasks the judge grades: empty for your own open and chat sets, 'all' for every generation task, or
     comma-separated task names."""

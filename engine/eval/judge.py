@@ -19,6 +19,7 @@ import unicodedata
 
 from engine.eval import extract as ex
 from engine.eval.backends import Backend, GenParams
+from engine.eval.cache import CHUNK, cache_key
 from engine.eval.metrics import summarize
 from engine.eval.task import ChoiceTask, Task
 from engine.progress import Cancelled, Progress, check_cancel, no_progress
@@ -171,8 +172,6 @@ class Judge:
 
     def ask(self, texts: list[str], label: str) -> list[str]:
         """The judge's replies, from the response cache where it has them, the rest computed in chunks."""
-        from engine.eval.runner import CHUNK, cache_key
-
         prompts = [self._render(t) for t in texts]
         keys = [cache_key(self.backend.identity, "judge", p, vars(JUDGE_PARAMS)) for p in prompts]
         found = self.cache.get_many(list(dict.fromkeys(keys)))
@@ -184,7 +183,7 @@ class Judge:
             self.progress(message=f"{label}: judge {self.name}, {len(found)}/{len(set(keys))} replies")
             try:
                 texts_out = self.backend.generate([by_key[k] for k in chunk], JUDGE_PARAMS, cancel=self.cancel)
-            except (Cancelled, KeyboardInterrupt):
+            except Cancelled:
                 raise
             except Exception as e:
                 raise judge_failure(self.name, None, e) from e

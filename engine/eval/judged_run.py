@@ -15,9 +15,10 @@ import threading
 from collections.abc import Callable
 
 from engine.eval.backends import Backend
+from engine.eval.cache import ResponseCache
 from engine.eval.config import EvalConfig
 from engine.eval.judge import Judge, describe, is_judged, judge_failure, protocol
-from engine.eval.runner import Evaluator, ResponseCache, TaskResult, aggregate_groups
+from engine.eval.runner import Evaluator, TaskResult, aggregate_groups
 from engine.progress import Cancelled, Progress, no_progress
 
 OpenBackend = Callable[[str, str], Backend]
@@ -55,12 +56,14 @@ def evaluate(cfg: EvalConfig, open_backend: OpenBackend, cache: ResponseCache, p
     if not cfg.judge:
         return outcome
     judged = [r for r in outcome["tasks"] if r.source is not None and r.items and is_judged(r.source, cfg)]
+    if not judged:
+        return outcome
     others = _other_answers(cfg, open_backend, cache, progress, cancel, {r.task for r in judged}) \
         if cfg.against else {}
     record = {"judge": cfg.judge, "against": cfg.against, **protocol()}
     try:
         judge_backend = open_backend(cfg.judge, "judge")
-    except (Cancelled, KeyboardInterrupt):
+    except Cancelled:
         raise
     except Exception as e:
         raise judge_failure(cfg.judge, None, e) from e
@@ -88,7 +91,7 @@ def _other_answers(cfg: EvalConfig, open_backend: OpenBackend, cache: ResponseCa
     progress(message=f"answers of {cfg.against} for the comparison")
     try:
         run, identity = _answers(cfg, open_backend, "against", cache, progress, cancel, only=names)
-    except (Cancelled, KeyboardInterrupt):
+    except Cancelled:
         raise
     except Exception as e:
         raise RuntimeError(f"against: {cfg.against} could not answer: {type(e).__name__}: {e}. The model's "

@@ -8,16 +8,14 @@ outcome) for the sample browser. Groups (mmlu) are the item-weighted mean of the
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from engine.eval import extract as ex
 from engine.eval.backends import Backend, GenParams
+from engine.eval.cache import CHUNK, MemoryCache, ResponseCache, cache_key
 from engine.eval.config import EvalConfig
 from engine.eval.metrics import choice_scores, pass_at_k, summarize
 from engine.eval.prompts import Prompt, PromptSettings, build_prompt, choice_requests, shots_for
@@ -25,27 +23,7 @@ from engine.eval.task import LETTERS, ChoiceTask, Task, rotate
 from engine.eval.tasks import expand, get_task
 from engine.progress import Progress, check_cancel, no_progress
 
-CHUNK = 128  # requests per backend call: the unit of resumption
 PROGRAM_TIMEOUT_S = 10.0  # wall clock per generated program in the sandbox
-
-
-class ResponseCache(Protocol):
-    def get_many(self, keys: list[str]) -> dict[str, dict]: ...
-
-    def put_many(self, values: dict[str, dict]) -> None: ...
-
-
-class MemoryCache:
-    """A cache that lives as long as the run (the job passes a SQLite-backed one)."""
-
-    def __init__(self):
-        self.data: dict[str, dict] = {}
-
-    def get_many(self, keys):
-        return {k: self.data[k] for k in keys if k in self.data}
-
-    def put_many(self, values):
-        self.data.update(values)
 
 
 @dataclass
@@ -59,11 +37,6 @@ class TaskResult:
     """The item each generation sample answered (after any rotation), in the same order: what a judge reads."""
     source: Task | None = field(default=None, repr=False)
     """The task itself (how a judge shows its question and gold)."""
-
-
-def cache_key(identity: str, kind: str, *parts) -> str:
-    raw = json.dumps([identity, kind, *parts], ensure_ascii=False, sort_keys=True)
-    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 class _Rate:

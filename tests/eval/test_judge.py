@@ -210,6 +210,20 @@ def test_ab_grading_and_pairwise_win_rate_on_known_cases(servers, open_set):
     assert doc["settings"]["judge"] == servers["judge"].url and doc["settings"]["judge_protocol"] == record
 
 
+def test_a_custom_chat_set_is_judged_on_its_conversation(servers, tmp_path):
+    path = tmp_path / "chat.jsonl"
+    rows = [{"messages": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": q},
+                          {"role": "assistant", "content": gold}]} for q, gold, *_ in ITEMS[:3]]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    cfg = EvalConfig(model=servers["model"].url, tasks=str(path), mode="gen", style="chat", judge=servers["judge"].url)
+    cfg.validate()
+    [result] = evaluate(cfg, opener(), MemoryCache())["tasks"]
+    assert [s["correct"] for s in result.samples] == [True, False, True]
+    assert result.metrics["judge_accuracy"]["value"] == pytest.approx(2 / 3)
+    graded = [p for p in servers["judge"].prompts if "France" in p]
+    assert len(graded) == 1 and "[system] Answer briefly.\n[user] What is the capital of France?" in graded[0]
+
+
 def test_rerun_takes_every_answer_and_verdict_from_the_cache(servers, open_set):
     cfg, cache = config(servers, open_set, against=servers["other"].url), MemoryCache()
     first = evaluate(cfg, opener(), cache)["tasks"][0].metrics
@@ -372,3 +386,44 @@ def test_eval_job_keeps_the_answers_when_the_judge_is_down_and_judges_them_on_re
     doc = json.loads(out.read_text())
     assert doc["settings"]["judge"] == down.url and "judge-llm" in doc["settings"]["judge_protocol"]["judge_identity"]
     assert "judge-llm" in evals.get_run(home, done.id).settings["judge_protocol"]["judge_identity"]
+
+
+def test_a_model_folder_judges_on_our_engine_and_its_unreadable_replies_are_flagged(servers, open_set, home,
+                                                                                   tiny_model_dir, monkeypatch):
+    """A random-weight model as judge, loaded by the job's own opener: whatever it writes, every verdict is the
+    parse of its reply, unreadable ones count incorrect and flagged, and nothing crashes."""
+    from engine.eval import judge
+    from engine.eval.backends import GenParams
+    from jobs.tasks.eval import _backend_opener
+
+    monkeypatch.setattr(judge, "JUDGE_PARAMS", GenParams(max_tokens=24))  # random weights never stop early
+
+    cfg = config(servers, open_set)
+    cfg.judge, cfg.device, cfg.dtype = str(tiny_model_dir("llama")), "cpu", "float32"
+    [result] = evaluate(cfg, _backend_opener(home, cfg), MemoryCache())["tasks"]
+    for s in result.samples:
+        verdict = parse_grade(s["judge"]["reply"])
+        assert s["judge"]["verdict"] == (verdict or "") and s["judge_invalid"] == (verdict is None)
+        assert s["correct"] == (verdict == "A")
+    assert result.metrics["judge_accuracy"]["value"] == pytest.approx(sum(s["correct"] for s in result.samples) / 5)
+
+
+def test_inkstone_eval_judges_and_compares_from_the_command_line(servers, open_set, home, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, child_env
+
+    out = tmp_path / "results.json"
+    cmd = [sys.executable, "-m", "cli", "eval", servers["model"].url, "--tasks", str(open_set), "--mode", "gen",
+           "--judge", servers["judge"].url, "--against", servers["other"].url, "--output", str(out)]
+    r = subprocess.run(cmd, cwd=REPO, env=child_env(home), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    scores = doc["results"][str(open_set)]
+    assert scores["judge_accuracy"] == pytest.approx(0.8) and scores["win_rate"] == pytest.approx(0.6)
+    assert doc["settings"]["against"] == servers["other"].url
+    assert "model-two" in doc["settings"]["judge_protocol"]["against_identity"]
+    bad = subprocess.run(cmd[:5] + ["--against", servers["other"].url], cwd=REPO, env=child_env(home),
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "against: needs a judge" in bad.stdout + bad.stderr
