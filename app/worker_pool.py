@@ -84,3 +84,29 @@ def shutdown() -> None:
         _discard(pool)
         for process in processes:
             process.terminate()
+
+
+# ---- calls the pages make through the worker ------------------------------------------------------------------
+
+def render_chat_template(model_path: str, messages: list[dict]) -> str:
+    """The exact text a chat-style eval prompt becomes: the model's own template with the generation prompt, as
+    engine.eval.backends.EngineBackend.render_chat builds it (an HF folder, or a .gguf's embedded template)."""
+    return run(_render_chat_template, str(model_path), list(messages))
+
+
+def _render_chat_template(model_path: str, messages: list[dict]) -> str:
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    path = Path(model_path)
+    try:
+        if path.suffix.lower() == ".gguf":
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:  # not a model folder, or no tokenizer in it
+        raise ValueError(f"{model_path}: no usable tokenizer: {e}") from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("style: the model has no chat template; use the base prompt style")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -57,7 +57,7 @@ async def test_submit_queues_an_eval_job_per_model(home, user: User, bundled_mod
     [job] = jobs_in(home)
     assert job.kind == "eval"
     assert job.params == {"model": "smol", "tasks": "arc_easy,mmlu", "mode": "ppl", "shots": 5, "style": "base",
-                          "circular": True, "cot": False, "limit": 0, "dtype": "auto"}
+                          "circular": True, "cot": False, "limit": 0, "dtype": "auto", "workers": 1}
     await user.should_see("CC BY-SA 4.0 (AI2 ARC)")  # licence line of a chosen task
 
 

@@ -41,8 +41,6 @@ ZH = {
     "Pick at least one task.": "请至少选择一个任务。",
     "Pick a model (register one on the Models page).": "请选择一个模型（在“模型”页面注册）。",
     "Evaluation queued as job {ids}.": "评测已加入队列：任务 {ids}。",
-    "Chat style: these turns are rendered with the model's own chat template when the job runs.":
-        "对话风格：这些轮次会在任务运行时用模型自己的对话模板渲染。",
     "Exactly what the model reads.": "这正是模型读到的内容。",
     "No finished results for that task and metric.": "该任务和指标还没有完成的结果。",
     "No samples match.": "没有匹配的样本。",
@@ -63,4 +61,54 @@ ZH = {
     "running": "运行中",
     "done": "完成",
     "failed": "失败",
+    # judge, workers, chat-template preview
+    "Engine processes (data parallel)": "引擎进程数（数据并行）",
+    "LLM judge (a model or an OpenAI-compatible URL)": "LLM 评判模型（模型或 OpenAI 兼容 URL）",
+    "Compare against model (pairwise, needs a judge)": "对比模型（两两比较，需要评判模型）",
+    "Tasks the judge grades (empty: your own open sets; all)": "评判的任务（留空：自定义开放题；all：全部）",
+    "Chat style: these turns are rendered with the model's own chat template when the job runs. "
+    "Pick a model to see the exact text.":
+        "对话风格：这些轮次会在任务运行时用模型自己的对话模板渲染。选择一个模型即可查看确切文本。",
+    "Rendering with {model}'s chat template…": "正在用 {model} 的对话模板渲染…",
+    "Rendered with {model}'s own chat template: exactly what the model reads.":
+        "已用 {model} 自己的对话模板渲染：这正是模型读到的内容。",
+    "Could not apply {model}'s chat template: {error}": "无法应用 {model} 的对话模板：{error}",
+    "{run}: judged by {judge}": "{run}：评判模型 {judge}",
+    "compared against {model}": "对比模型 {model}",
+    "judge prompt {hash}": "评判提示 {hash}",
+    "judge": "评判",
+    "no verdict": "无结论",
+    "Judge's verdict: {verdict}": "评判结论：{verdict}",
+    "rule-based check: {ok}": "规则检查：{ok}",
+    "the judge's reply gave no valid verdict (scored wrong)": "评判回复没有给出有效结论（记为错误）",
+    "Against the other model: {outcome} (verdicts in both orders: {verdicts})":
+        "与另一模型对比：{outcome}（两种顺序的结论：{verdicts}）",
+    # contamination
+    "No check": "不检查",
+    "Contamination check against a training dataset": "与训练数据集做污染检查",
+    "Contamination check": "污染检查",
+    "Benchmark items that share an n-word sequence with a training dataset are contaminated; each score is shown "
+    "again on the clean items only.": "与训练数据集共享 n 词序列的评测题目视为已污染；每个分数会在干净题目上再算一次。",
+    "Training dataset": "训练数据集",
+    "n-gram words": "n-gram 词数",
+    "Pick a run.": "请选择一次评测。",
+    "Pick a dataset (register one on the Datasets page).": "请选择一个数据集（在“数据集”页面注册）。",
+    "Contamination check queued as job #{id}.": "污染检查已加入队列：任务 #{id}。",
+    "Job #{id}: {message}": "任务 #{id}：{message}",
+    "Job #{id} {status}: {error}": "任务 #{id} {status}：{error}",
+    "Checked against {dataset}.": "已与 {dataset} 比对。",
+    "Checked against {dataset} with {n}-grams.": "已用 {n}-gram 与 {dataset} 比对。",
+    "This run has not been checked for contamination yet.": "这次评测还没有做过污染检查。",
+    "{run}: *_clean rows are scores on the items that share no {n}-gram with {dataset}":
+        "{run}：*_clean 行是与 {dataset} 不共享任何 {n}-gram 的题目上的分数",
+    "full": "全部",
+    "clean": "干净",
+    "contaminated": "已污染",
+    "Contamination": "污染",
+    "All items": "全部题目",
+    "Contaminated only": "只看已污染",
+    "Clean only": "只看干净",
+    "Shares this n-gram with the training data: {gram}": "与训练数据共享的 n-gram：{gram}",
+    "waiting": "等待 GPU",
+    "succeeded": "成功",
 }

@@ -1,48 +1,67 @@
 """The Evaluate page: benchmark registered models, see the exact prompt before launch, read and compare results.
 
-The form submits one `eval` job per chosen model (the same arguments as `inkstone eval`). The prompt preview is
-built in a worker thread from the task files with the same code the run uses (no torch); a chat-style prompt
-is shown as its turns, since the template itself is rendered by the model's tokenizer in the job. Below: the
-results of chosen runs in OpenCompass's table shape, a leaderboard, a run-to-run comparison with standard
-errors, and a sample browser (wrong answers, extracted vs gold, programs and their sandbox outcome).
+The form submits one `eval` job per chosen model (the same arguments as `inkstone eval`, including data-parallel
+workers, an LLM judge, a second model to compare against, and a contamination check). The prompt preview is
+built in a worker thread from the task files with the same code the run uses (no torch); in chat style the turns
+are then rendered with the chosen model's own chat template in the worker process (app/worker_pool.py), so the
+preview is the exact text the model reads while the web process never imports torch. Below: the results of
+chosen runs in OpenCompass's table shape (judge metrics and clean-subset scores included), a leaderboard, a
+run-to-run comparison with standard errors, a contamination panel and a sample browser.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nicegui import ui
 
-from app import evals
-from app.registry import list_models
+from app import evals, worker_pool
+from app.queries import list_datasets
+from app.registry import list_models, resolve_model
+from engine.eval.config import EvalConfig
 from jobs import api
 from ui import state
+from ui.components.eval_contamination import ContaminationPanel
+from ui.components.eval_samples import SampleBrowser
 from ui.components.offload import io_bound
 from ui.components.sandbox_status import sandbox_badge
 from ui.frame import frame
 from ui.i18n import t
 
-CORE_TASKS = ["mmlu", "arc_easy", "arc_challenge", "hellaswag", "winogrande", "piqa", "gsm8k", "math500",
-              "humaneval", "mbpp"]
+if TYPE_CHECKING:
+    from engine.eval.prompts import Prompt
+
+CONFIG_FIELDS = {f.name for f in fields(EvalConfig)}
+JUDGE_FIELDS = [name for name in ("judge", "against", "judge_tasks") if name in CONFIG_FIELDS]
+JUDGE_METRICS = ("win_rate", "judge_accuracy")
 
 
 def task_catalogue() -> dict[str, str]:
-    """Task name -> its licence line, for the form (imports task modules only: no torch)."""
-    from engine.eval.tasks import builtin_tasks
+    """Task name -> its licence line, for the form, from the task registry itself (so every task a module
+    registers, agent benchmarks included, shows up): groups first, then single tasks in registry order, then
+    the groups' members (mmlu_<subject>). Imports task modules only: no torch."""
+    from engine.eval.tasks import GROUPS, builtin_tasks
 
     licences = {task.name: task.licence for task in builtin_tasks()}
-    licences["mmlu"] = licences["mmlu_anatomy"]
-    return {name: licences[name] for name in CORE_TASKS} | {
-        n: lic for n, lic in licences.items() if n.startswith("mmlu_")}
+    members = {m for names in GROUPS.values() for m in names}
+    catalogue = {group: licences[names[0]] for group, names in GROUPS.items() if names}
+    catalogue |= {name: lic for name, lic in licences.items() if name not in members}
+    return catalogue | {name: lic for name, lic in licences.items() if name in members}
 
 
-def preview_prompt(task_name: str, index: int, mode: str, shots: int, style: str, cot: bool, split: str) -> str:
-    """The exact text of item `index` as the run would build it (chat style: its turns)."""
+def preview_parts(task_name: str, index: int, mode: str, shots: int, style: str, cot: bool, split: str
+                  ) -> tuple[Prompt, list[str]]:
+    """Item `index`'s prompt as the run builds it, and in PPL mode the continuations scored after it."""
     from engine.eval.prompts import PromptSettings, build_prompt, choice_requests, shots_for
     from engine.eval.task import ChoiceTask
     from engine.eval.tasks import expand, get_task
 
     task = get_task(expand(task_name)[0][1])
+    if task.kind == "agent":
+        raise ValueError(f"tasks: {task.name} is an agent benchmark: its prompts are the conversation the agent "
+                         "loop builds at run time, so there is no single prompt to preview")
     split = task.check_split(split)
     docs = task.docs(split)
     doc = docs[max(0, min(index, len(docs) - 1))]
@@ -50,9 +69,27 @@ def preview_prompt(task_name: str, index: int, mode: str, shots: int, style: str
     shots_docs = shots_for(task, doc, task.fewshot_pool(split), settings)
     if isinstance(task, ChoiceTask) and mode == "ppl":
         reqs = choice_requests(task, doc, shots_docs, settings)
-        options = "\n".join(f"  [{i}] {cont!r}" for i, (_, cont) in enumerate(reqs))
-        return f"{reqs[0][0].preview()}\n\n── scored continuations ──\n{options}"
-    return build_prompt(task, doc, shots_docs, settings).preview()
+        return reqs[0][0], [cont for _, cont in reqs]
+    return build_prompt(task, doc, shots_docs, settings), []
+
+
+def compose_preview(text: str, continuations: list[str]) -> str:
+    if not continuations:
+        return text
+    options = "\n".join(f"  [{i}] {cont!r}" for i, cont in enumerate(continuations))
+    return f"{text}\n\n── scored continuations ──\n{options}"
+
+
+def preview_prompt(task_name: str, index: int, mode: str, shots: int, style: str, cot: bool, split: str) -> str:
+    """The exact text of item `index` as the run would build it (chat style: its turns, untemplated)."""
+    prompt, continuations = preview_parts(task_name, index, mode, shots, style, cot, split)
+    return compose_preview(prompt.preview(), continuations)
+
+
+def templated_preview(root: Path, model: str, prompt: Prompt, continuations: list[str]) -> str:
+    """A chat-style prompt through the model's own chat template, rendered in the worker process."""
+    path = resolve_model(root, model).path
+    return compose_preview(worker_pool.render_chat_template(path, prompt.messages), continuations)
 
 
 class EvaluateView:
@@ -83,15 +120,28 @@ class EvaluateView:
                 self.cot = ui.switch(t("Chain-of-thought")).mark("eval-cot")
                 self.dtype = ui.select(["auto", "float32", "bfloat16", "float16"], value="auto",
                                        label=t("dtype")).classes("w-32").mark("eval-dtype")
+                self.workers = ui.number(t("Engine processes (data parallel)"), value=1, min=1, max=64,
+                                         precision=0).classes("w-48").mark("eval-workers")
+            self.contamination = ui.select({"": t("No check")}, value="", with_input=True,
+                                           label=t("Contamination check against a training dataset")).classes(
+                "w-full").mark("eval-contamination")
+            self.judge_inputs: dict[str, ui.input] = {}
+            if JUDGE_FIELDS:
+                with ui.row().classes("items-center gap-4 w-full"):
+                    labels = {"judge": t("LLM judge (a model or an OpenAI-compatible URL)"),
+                              "against": t("Compare against model (pairwise, needs a judge)"),
+                              "judge_tasks": t("Tasks the judge grades (empty: your own open sets; all)")}
+                    for name in JUDGE_FIELDS:
+                        self.judge_inputs[name] = ui.input(labels[name]).classes("w-72").mark(f"eval-{name}")
             self.licences()
-            with ui.row().classes("gap-2"):
+            with ui.row().classes("gap-2 items-center"):
                 ui.button(t("Evaluate"), icon="fact_check", on_click=self.submit).mark("eval-submit")
                 ui.button(t("Preview a prompt"), icon="visibility", on_click=self.preview).props("outline").mark(
                     "eval-preview")
                 self.index = ui.number(t("Item"), value=0, min=0, precision=0).classes("w-20").mark("eval-index")
             self.preview_box = ui.code("").classes("w-full text-xs").mark("eval-preview-text")
             self.preview_box.set_visibility(False)
-            self.preview_note = ui.label("").classes("text-xs opacity-70")
+            self.preview_note = ui.label("").classes("text-xs opacity-70").mark("eval-preview-note")
         ui.label(t("Runs")).classes("text-lg")
         self.runs_table = ui.table(columns=[
             {"name": "id", "label": "#", "field": "id"}, {"name": "model", "label": t("Model"), "field": "model"},
@@ -114,20 +164,20 @@ class EvaluateView:
             self.run_b = ui.number(t("Run B"), precision=0).classes("w-24").mark("eval-run-b")
             ui.button(t("Compare"), on_click=self.show_compare).props("outline").mark("eval-compare")
         self.compare_box = ui.column().classes("w-full")
-        with ui.row().classes("items-end gap-4"):
-            ui.label(t("Samples")).classes("text-lg")
-            self.sample_run = ui.number(t("Run"), precision=0).classes("w-24").mark("eval-sample-run")
-            self.sample_task = ui.input(t("Task")).classes("w-48").mark("eval-sample-task")
-            self.wrong_only = ui.switch(t("Wrong answers only"), value=True).mark("eval-wrong-only")
-            self.search = ui.input(t("Search")).classes("w-48").mark("eval-search")
-            ui.button(t("Show"), on_click=self.show_samples).props("outline").mark("eval-samples-show")
-        self.samples_box = ui.column().classes("w-full")
+        self.contamination_panel = ContaminationPanel(root)
+        self.sample_browser = SampleBrowser(root)
 
     async def start(self) -> None:
         models = await io_bound(list_models, self.root)
-        self.models.set_options({m.name: m.name for m in models})
+        names = [m.name for m in models]
+        self.models.set_options({name: name for name in names})
+        for name in ("judge", "against"):
+            if name in self.judge_inputs:
+                self.judge_inputs[name].set_autocomplete(names)
+        datasets = await io_bound(list_datasets, self.root)
+        self.contamination.set_options({"": t("No check")} | {d.name: d.name for d in datasets})
         self.catalogue = await io_bound(task_catalogue)
-        self.tasks.set_options(list(self.catalogue))
+        self.tasks.set_options({name: f"{name} · {lic}" for name, lic in self.catalogue.items()})
         self.licences.refresh()
         await self.reload()
         ui.timer(3.0, self.reload)
@@ -145,6 +195,7 @@ class EvaluateView:
         if rows != self.runs_table.rows:
             self.runs_table.rows = rows
             self.runs_table.update()
+            await self.contamination_panel.load()
 
     def _params(self) -> tuple[dict, str | None]:
         tasks = list(self.tasks.value or [])
@@ -155,11 +206,20 @@ class EvaluateView:
             return {}, t("Pick at least one task.")
         params = {"tasks": ",".join(tasks), "mode": self.mode.value, "shots": int(self.shots.value or 0),
                   "style": self.style.value, "circular": bool(self.circular.value), "cot": bool(self.cot.value),
-                  "limit": int(self.limit.value or 0), "dtype": self.dtype.value}
+                  "limit": int(self.limit.value or 0), "dtype": self.dtype.value,
+                  "workers": int(self.workers.value or 1)}
+        # Optional settings travel only when set, so a job's parameters say what the user chose.
+        if self.contamination.value:
+            params["contamination"] = self.contamination.value
+        for name, field in self.judge_inputs.items():
+            if (field.value or "").strip():
+                params[name] = field.value.strip()
         return params, None
 
     async def submit(self) -> None:
         self.models.error = self.tasks.error = None
+        for field in self.judge_inputs.values():
+            field.error = None
         params, problem = self._params()
         if problem:
             self.tasks.error = problem
@@ -171,29 +231,48 @@ class EvaluateView:
         for model in self.models.value:
             try:
                 job = await io_bound(api.submit, self.root, "eval", {**params, "model": model})
-            except ValueError as e:  # bad task names, a malformed custom file: named at the field
-                self.tasks.error = str(e)
+            except ValueError as e:  # bad task names, a malformed custom file, judge settings: named at the field
+                self._field_for(str(e)).error = str(e)
                 return
             ids.append(f"#{job.id}")
         ui.notify(t("Evaluation queued as job {ids}.", ids=", ".join(ids)), type="positive")
         await self.reload()
 
+    def _field_for(self, message: str):
+        """The form field an error message names (`judge: …`, `workers: …`), else the task picker."""
+        head = message.split(":", 1)[0].strip()
+        if head in self.judge_inputs:
+            return self.judge_inputs[head]
+        return {"workers": self.workers, "contamination": self.contamination}.get(head, self.tasks)
+
     async def preview(self) -> None:
+        self.tasks.error = None
         params, problem = self._params()
         if problem:
             self.tasks.error = problem
             return
         first = params["tasks"].split(",")[0]
         try:
-            text = await io_bound(preview_prompt, first, int(self.index.value or 0), params["mode"], params["shots"],
-                                  params["style"], params["cot"], "")
+            prompt, continuations = await io_bound(preview_parts, first, int(self.index.value or 0), params["mode"],
+                                                   params["shots"], params["style"], params["cot"], "")
         except ValueError as e:
             self.tasks.error = str(e)
             return
+        text, note = compose_preview(prompt.preview(), continuations), t("Exactly what the model reads.")
+        if prompt.messages and self.models.value:
+            model = self.models.value[0]
+            self.preview_note.set_text(t("Rendering with {model}'s chat template…", model=model))
+            try:
+                text = await io_bound(templated_preview, self.root, model, prompt, continuations)
+                note = t("Rendered with {model}'s own chat template: exactly what the model reads.", model=model)
+            except (ValueError, LookupError, RuntimeError) as e:  # no template, no tokenizer, the worker died
+                note = t("Could not apply {model}'s chat template: {error}", model=model, error=str(e))
+        elif prompt.messages:
+            note = t("Chat style: these turns are rendered with the model's own chat template when the job runs. "
+                     "Pick a model to see the exact text.")
         self.preview_box.set_content(text)
         self.preview_box.set_visibility(True)
-        note = t("Chat style: these turns are rendered with the model's own chat template when the job runs.")
-        self.preview_note.set_text(note if params["style"] == "chat" else t("Exactly what the model reads."))
+        self.preview_note.set_text(note)
 
     async def show_results(self) -> None:
         run_ids = [row["id"] for row in self.runs_table.selected]
@@ -201,10 +280,33 @@ class EvaluateView:
         if not run_ids:
             return
         columns, rows = await io_bound(evals.results_table, self.root, run_ids)
+        runs = [await io_bound(evals.get_run, self.root, i) for i in run_ids]
         with self.results_box:
             cols = [{"name": k, "label": t(k), "field": k} for k in ("dataset", "version", "metric", "mode")]
             cols += [{"name": c, "label": c, "field": c} for c in columns]
             ui.table(columns=cols, rows=rows).classes("w-full").mark("eval-results")
+            for run in runs:
+                self._run_notes(run, rows)
+
+    def _run_notes(self, run, rows: list[dict]) -> None:
+        """What a score depends on beyond the table: the judge that graded it, the dataset it was checked against."""
+        settings = run.settings or {}
+        label = evals.run_label(run)
+        if settings.get("judge"):
+            judged = sorted({r["metric"] for r in rows if r["metric"].startswith(JUDGE_METRICS) and label in r})
+            text = t("{run}: judged by {judge}", run=label, judge=settings["judge"])
+            if settings.get("against"):
+                text += " · " + t("compared against {model}", model=settings["against"])
+            if settings.get("judge_prompt"):
+                text += " · " + t("judge prompt {hash}", hash=settings["judge_prompt"])
+            if judged:
+                text += " · " + ", ".join(judged)
+            ui.label(text).classes("text-xs opacity-70").mark(f"eval-judge-note-{run.id}")
+        if settings.get("contamination"):
+            check = settings["contamination"]
+            ui.label(t("{run}: *_clean rows are scores on the items that share no {n}-gram with {dataset}",
+                       run=label, n=check.get("n", ""), dataset=check.get("dataset", ""))).classes(
+                "text-xs opacity-70")
 
     async def show_leaderboard(self) -> None:
         rows = await io_bound(evals.leaderboard, self.root, self.lb_task.value.strip(), self.lb_metric.value.strip())
@@ -230,28 +332,6 @@ class EvaluateView:
                             "B": f"{100 * r['b']:.2f}", "delta": f"{100 * r['delta']:+.2f}",
                             "stderr": f"±{100 * r['stderr']:.2f}" if r["stderr"] is not None else "—"}
                            for r in rows]).classes("w-full").mark("eval-compare-table")
-
-    async def show_samples(self) -> None:
-        if self.sample_run.value is None:
-            return
-        found = await io_bound(evals.samples, self.root, int(self.sample_run.value), self.sample_task.value.strip(),
-                               bool(self.wrong_only.value), self.search.value.strip())
-        self.samples_box.clear()
-        with self.samples_box:
-            if not found:
-                ui.label(t("No samples match.")).classes("opacity-70")
-            for smp in found:
-                mark = "✓" if smp.correct else "✗"
-                title = f"{mark} {smp.task} #{smp.doc_id} — {t('extracted')}: {smp.extracted!r} · {t('gold')}: " \
-                        f"{smp.gold!r}" + (f" · {smp.outcome}" if smp.outcome else "")
-                with ui.expansion(title).classes("w-full").mark(f"eval-sample-{smp.id}"):
-                    ui.code(smp.prompt[-4000:]).classes("w-full text-xs")
-                    ui.label(t("Answer")).classes("font-medium")
-                    ui.code(smp.answer or "").classes("w-full text-xs")
-                    if smp.detail.get("program"):
-                        ui.label(t("Program")).classes("font-medium")
-                        ui.code(smp.detail["program"], language="python").classes("w-full text-xs")
-                        ui.code(smp.detail.get("stderr", "")).classes("w-full text-xs")
 
 
 @ui.page("/evaluate")
