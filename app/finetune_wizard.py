@@ -96,3 +96,73 @@ def checkpoints(run_dir: Path) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted((p.name for p in folder.iterdir() if (p / "state.json").is_file()), reverse=True)
+
+
+# ---- eval in the loop: the base model and the result on the same tasks ----------------------------------------
+
+EVAL_TASKS = ["arc_easy", "arc_challenge", "hellaswag", "winogrande", "piqa", "mmlu", "gsm8k", "math500",
+              "humaneval", "mbpp"]
+
+
+def eval_task_choices() -> dict[str, str]:
+    """Task name -> "name — licence" for the wizard's picker: the core tasks, then each MMLU subject (no torch)."""
+    from engine.eval.tasks import builtin_tasks
+
+    licences = {task.name: task.licence for task in builtin_tasks()}
+    licences["mmlu"] = licences.get("mmlu_anatomy", "")
+    names = [n for n in EVAL_TASKS if n in licences] + sorted(n for n in licences if n.startswith("mmlu_"))
+    return {n: f"{n} — {licences[n]}" if licences[n] else n for n in names}
+
+
+def _side_state(side: str, finetune_status: str, job) -> str:
+    """pending, running, done or the eval job's failure status; for an eval not queued yet: after-training (the
+    result's, while the run trains) or not-run (the run ended without it)."""
+    if job is None:
+        if finetune_status in ("succeeded", "failed", "cancelled", "interrupted"):
+            return "not-run"
+        return "after-training" if side == "result" else "pending"
+    if job.status in ("queued", "waiting"):
+        return "pending"
+    if job.status == "succeeded":
+        return "done"
+    return job.status  # running, failed, cancelled, interrupted
+
+
+def before_after(root: Path, job_id: int) -> dict:
+    """A finetune's evaluations side by side: each side's eval job, run and state, and one row per task and
+    metric with base, result, their difference and its standard error (fractions; the page shows points).
+
+    Rows fill in task by task as the eval jobs store them; a side with no number yet has None there.
+    """
+    from sqlmodel import select
+
+    from app import evals
+    from app.db import session
+    from app.tables import EvalRun, Job
+
+    with session(root) as s:
+        job = s.get(Job, job_id)
+        recorded = ((job.result or {}).get("evals") or {}) if job else {}
+        sides = {}
+        for side in ("base", "result"):
+            eval_job_id = recorded.get(f"{side}_job")
+            eval_job = s.get(Job, eval_job_id) if eval_job_id else None
+            run = s.exec(select(EvalRun).where(EvalRun.job_id == eval_job_id)).first() if eval_job_id else None
+            state = _side_state(side, job.status if job else "", eval_job)
+            sides[side] = {"job_id": eval_job_id, "run_id": run.id if run else None, "state": state,
+                           "model": recorded.get(f"{side}_model", "")}
+    base_run, result_run = sides["base"]["run_id"], sides["result"]["run_id"]
+    rows: dict[tuple[str, str], dict] = {}
+    if base_run and result_run:
+        for r in evals.compare(root, base_run, result_run):
+            rows[(r["task"], r["metric"])] = {"task": r["task"], "metric": r["metric"], "base": r["a"],
+                                              "result": r["b"], "delta": r["delta"], "stderr": r["stderr"],
+                                              "same_settings": r["same_settings"]}
+    for side, run_id in (("base", base_run), ("result", result_run)):
+        for res in evals.results(root, [run_id]) if run_id else []:
+            row = rows.setdefault((res.task, res.metric), {"task": res.task, "metric": res.metric, "base": None,
+                                                           "result": None, "delta": None, "stderr": None,
+                                                           "same_settings": True})
+            row[side] = res.value
+    return {"tasks": recorded.get("tasks", ""), "settings_hash": recorded.get("settings_hash", ""),
+            "sides": sides, "rows": [rows[k] for k in sorted(rows)]}

@@ -1,6 +1,8 @@
 """The Finetune pages: a wizard (/finetune) from model to launch with a dataset preview that shows which tokens
 are trained, a pre-flight VRAM and time estimate, and a run page (/finetune/{id}) that reuses the Jobs detail
 view (live loss/LR/grad-norm charts, telemetry, log) and adds checkpoints, merge, chat and run comparison.
+The wizard can also have the base model and the result evaluated on benchmark tasks; the run page then shows
+them before and after, per task.
 
 Everything slow (reading the dataset, tokenizing, the planner) runs through io_bound; launching is a submit.
 """
@@ -12,12 +14,12 @@ from pathlib import Path
 
 from nicegui import events, ui
 
-from app.finetune_wizard import DataPreview, gpu_memory_gib, load_presets, preview_dataset, vram_plan
+from app.finetune_wizard import DataPreview, eval_task_choices, gpu_memory_gib, load_presets, preview_dataset, vram_plan
 from app.registry import list_models
 from jobs import api
 from jobs.kinds import get_kind
 from ui import state
-from ui.components.finetune_run import CompareRuns, RunTools
+from ui.components.finetune_run import CompareRuns, EvalBeforeAfter, RunTools
 from ui.components.job_view import JobView
 from ui.components.job_widgets import find_job
 from ui.components.offload import io_bound
@@ -42,7 +44,7 @@ HYPER = [  # (field, label, min, max, step)
 
 
 class Wizard:
-    def __init__(self, root: Path, models: list, gpu_gib: float):
+    def __init__(self, root: Path, models: list, gpu_gib: float, eval_choices: dict[str, str] | None = None):
         self.root, self.models = root, {m.name: m for m in models}
         # The job kind's own dataclass (through jobs/, so no engine import here) gives the defaults.
         self.defaults = get_kind("finetune").args_cls()
@@ -93,11 +95,32 @@ class Wizard:
                 ui.button(t("Estimate"), icon="calculate", on_click=self.estimate).mark("estimate-button")
                 self.plan_box = ui.column().classes("w-full gap-1")
                 self.nav()
+            with ui.step(t("Evaluate")):
+                self.eval_step(eval_choices or {})
+                self.nav()
             with ui.step(t("Launch")):
                 ui.button(t("Start finetune"), icon="rocket_launch", on_click=self.launch).mark("launch-button")
                 self.error = ui.label().classes("text-negative").mark("launch-error")
                 with ui.stepper_navigation():
                     ui.button(t("Back"), on_click=self.stepper.previous).props("flat")
+
+    def eval_step(self, choices: dict[str, str]) -> None:
+        """Evaluate the base model and the result on the same tasks, limit and mode (a path adds your own set)."""
+        self.eval_on = ui.checkbox(t("Evaluate the base model and the result"),
+                                   value=bool(self.values["eval_tasks"])).mark("eval-toggle")
+        with ui.column().classes("gap-2").bind_visibility_from(self.eval_on, "value"):
+            picked = [n.strip() for n in self.values["eval_tasks"].split(",") if n.strip()]
+            self.eval_pick = ui.select({**choices, **{n: n for n in picked if n not in choices}}, value=picked,
+                                       multiple=True, with_input=True, new_value_mode="add-unique",
+                                       label=t("Tasks (or the path of your own .csv/.jsonl set)")) \
+                .props("use-chips").classes("w-[36rem]").mark("eval-tasks")
+            with ui.row().classes("gap-4 items-center"):
+                ui.number(t("Questions per task (0: all)"), min=0, step=1).bind_value(self.values, "eval_limit") \
+                    .classes("w-56").mark("eval-limit")
+                ui.radio({"ppl": t("log-likelihood (ppl)"), "gen": t("generation (gen)")}).props("inline") \
+                    .bind_value(self.values, "eval_mode").mark("eval-mode")
+            ui.label(t("Both runs use the same settings, so the run page can show the difference per task.")) \
+                .classes("text-sm opacity-70")
 
     def nav(self, first: bool = False) -> None:
         with ui.stepper_navigation():
@@ -109,6 +132,10 @@ class Wizard:
         for key, value in preset.items():
             if key in self.values:
                 self.values[key] = value
+        if "eval_tasks" in preset:  # a preset may ask for the before/after evaluation too
+            picked = [n.strip() for n in str(preset["eval_tasks"]).split(",") if n.strip()]
+            self.eval_pick.set_options({**self.eval_pick.options, **{n: n for n in picked}}, value=picked)
+            self.eval_on.set_value(bool(picked))
 
     def method_changed(self, method: str) -> None:
         self.apply(METHOD_DEFAULTS.get(method, {}))
@@ -169,10 +196,11 @@ class Wizard:
                     .classes("text-negative").mark("plan-warning")
 
     async def launch(self) -> None:
+        self.values["eval_tasks"] = ",".join(self.eval_pick.value or []) if self.eval_on.value else ""
         params = {k: v for k, v in self.values.items() if v != getattr(self.defaults, k)}
         params["model"] = self.values["model"]
         for name in ("seq_len", "batch_size", "grad_accum", "epochs", "max_steps", "lora_r", "lora_alpha",
-                     "save_every"):
+                     "save_every", "eval_limit"):
             if name in params and params[name] is not None:
                 params[name] = int(params[name])
         try:
@@ -188,7 +216,7 @@ async def finetune_page():
     root = state.root()
     with frame(t("Finetune")):
         models = await io_bound(list_models, root)
-        Wizard(root, models, await io_bound(gpu_memory_gib))
+        Wizard(root, models, await io_bound(gpu_memory_gib), await io_bound(eval_task_choices))
         runs = await io_bound(api.list_jobs, root, 20, "finetune")
         if runs:
             ui.label(t("Recent runs")).classes("font-medium")
@@ -209,6 +237,10 @@ async def finetune_run_page(job_id: str):
         tools = RunTools(root, job)
         await tools.refresh()
         ui.timer(10.0, tools.refresh)
+        if job.params.get("eval_tasks"):
+            before_after = EvalBeforeAfter(root, job)
+            await before_after.refresh()
+            ui.timer(5.0, before_after.refresh)
         others = [j for j in await io_bound(api.list_jobs, root, 20, "finetune") if j.id != job.id]
         compare = CompareRuns(root, job, others)
         await compare.draw()
