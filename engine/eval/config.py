@@ -23,7 +23,8 @@ class EvalConfig:
     URL (http://host:port/v1)."""
     tasks: str = "arc_easy"
     """Comma-separated tasks (mmlu, mmlu_<subject>, arc_easy, arc_challenge, hellaswag, winogrande, piqa, gsm8k,
-    math500, humaneval, mbpp) or paths of your own .csv/.jsonl sets."""
+    math500, humaneval, mbpp; agent tasks bfcl_simple, bfcl_multiple, bfcl_parallel, bfcl_parallel_multiple,
+    bfcl_irrelevance, gsm8k_tool, tooltalk_easy with workers 1 or a URL) or paths of your own .csv/.jsonl sets."""
     mode: Literal["ppl", "gen"] = "ppl"
     """ppl: the option with the highest log-likelihood; gen: generate, then extract the answer."""
     shots: int = 0

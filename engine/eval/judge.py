@@ -8,6 +8,12 @@ the run's model 1 (preferred), 0.5 (tie) or 0 (the other preferred), and `win_ra
 tie or an order-inconsistent verdict counts 0.5. A reply that names no verdict is never a crash: A/B counts it
 incorrect, pairwise counts that order a tie, and the sample is flagged `judge_invalid`. Judge calls go through the
 run's response cache like every other model call, so a rerun is free and a stopped one resumes.
+
+Metrics of a judged task (OpenCompass reports the first as `accuracy`; ours name the judge so they never mix with
+rule-based scores): `judge_accuracy` (share graded A), `judge_invalid` (share of replies without a readable
+verdict: watch it when trusting a small judge) and, with a second model, `win_rate`. The rule-based metrics
+(`exact_match`) stay beside them; a sample's `correct` becomes the judge's verdict, the rule's kept in
+`rule_correct`.
 """
 
 from __future__ import annotations

@@ -360,8 +360,9 @@ def test_eval_job_keeps_the_answers_when_the_judge_is_down_and_judges_them_on_re
     [failed] = evals.list_runs(home)
     assert failed.status == "failed"
     assert "A: CORRECT" in failed.settings["judge_protocol"]["grader_template"]
-    answers = [s.answer for s in evals.samples(home, failed.id)]
-    assert len(answers) == 3
+    kept = evals.samples(home, failed.id)
+    answers = [s.answer for s in kept]
+    assert len(answers) == 3 and not any("judge" in s.detail for s in kept)  # answers, no verdicts yet
     with session(home) as s:
         cached = s.exec(select(func.count()).select_from(EvalCacheEntry)).one()
     assert cached == 3  # the model's answers, one per question
@@ -377,6 +378,8 @@ def test_eval_job_keeps_the_answers_when_the_judge_is_down_and_judges_them_on_re
     assert [s.answer for s in stored] == answers  # the same answers, from the cache
     expected = [gold.lower() in answer.lower() for (_, gold), answer in zip(items, answers, strict=True)]
     assert [s.correct for s in stored] == expected
+    assert [s.detail["judge"]["verdict"] for s in stored] == ["A" if e else "B" for e in expected]
+    assert all("rule_correct" in s.detail and s.detail["judge_invalid"] is False for s in stored)
     assert len(judge.prompts) == 3
     with session(home) as s:
         assert s.exec(select(func.count()).select_from(EvalCacheEntry)).one() == 3 + 3  # + the judge's replies
