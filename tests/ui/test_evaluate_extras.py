@@ -179,3 +179,18 @@ async def test_samples_show_judge_verdicts_and_contamination_marks(home, user: U
     assert metrics["acc_clean"][f"#{run_id} model-a"] == pytest.approx(66.67)
     await user.should_see(f"#{run_id} model-a: judged by smol · judge prompt p1")
     await user.should_see("*_clean rows are scores on the items that share no 13-gram with sft")
+
+
+async def test_the_new_controls_speak_chinese(home, user: User):
+    from ui import i18n
+
+    i18n.set_language("zh")
+    try:
+        await user.open("/evaluate")
+        await user.should_see("污染检查")
+        await user.should_see("引擎进程数（数据并行）")
+        assert one(user, "eval-sample-contam").options["contaminated"] == "只看已污染"
+        user.find(marker="contam-submit").click()
+        await user.should_see("请选择一次评测。")
+    finally:
+        i18n.set_language("en")
