@@ -56,7 +56,8 @@ def folder_identity(path: str | Path, dtype: str) -> str:
 
 
 class EngineBackend:
-    """Our LLMEngine in this process: PPL through LoglikScorer (prefix-shared), generation through `generate`."""
+    """Our LLMEngine in this process: PPL through LoglikScorer (prefix-shared) for an HF folder or
+    GgufLoglikScorer (llama.cpp's logits, KV-shared contexts) for a GGUF, generation through `generate`."""
 
     def __init__(self, model_path: str, dtype: str = "auto", device: str = "auto", max_model_len: int | None = None,
                  cpu_kv_cache_gb: float = 2.0):
@@ -75,10 +76,17 @@ class EngineBackend:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def loglikelihood(self, pairs, progress=no_progress, cancel=None):
-        from engine.eval.loglik import LoglikScorer
-
         if self._scorer is None:
-            self._scorer = LoglikScorer(self.engine)
+            if getattr(self.engine.runner, "supports_prompt_logprobs", False):
+                from engine.eval.loglik import LoglikScorer
+
+                self._scorer = LoglikScorer(self.engine)
+            else:  # a GGUF: llama.cpp computes the logits, its KV cache shares each context across options
+                from engine.eval.gguf_loglik import GgufLoglikScorer
+
+                self._scorer = GgufLoglikScorer(self.engine.runner.llm, self.tokenizer)
+        if self.engine.scheduler.waiting or self.engine.scheduler.running:
+            raise RuntimeError("the engine is busy; score on an engine of your own")
         return self._scorer.score(pairs, progress, cancel)
 
     def generate(self, prompts, params, progress=no_progress, cancel=None):
