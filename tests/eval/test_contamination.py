@@ -36,6 +36,9 @@ def test_normalization_matches_lm_evals_janitor_on_ascii_and_splits_cjk():
     janitor_table = str.maketrans(string.ascii_uppercase, string.ascii_lowercase, string.punctuation)
     assert normalize(text).split() == text.translate(janitor_table).split()
     assert tokens("“天空”是蓝色的。Blue SKY!") == ["天", "空", "是", "蓝", "色", "的", "blue", "sky"]
+    # ASCII text takes a fast path: it must tokenize exactly as the general (Unicode) path does
+    for ascii_text in (text, "tab\there\x00nul\x1fsep_under-score", "A\r\nB  C\x0bD"):
+        assert tokens("é " + ascii_text) == ["é", *tokens(ascii_text)]
 
 
 def test_jsonl_scan_finds_the_overlapping_items_only(tmp_path):
