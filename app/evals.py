@@ -20,9 +20,10 @@ from app.tables import EvalCacheEntry, EvalResult, EvalRun, EvalSample, Model
 
 # Per-sample fields kept beside the columns: think length, the program and its sandbox output, pass@k counts, PPL
 # scores, an LLM judge's verdict and reply (`judge`), pairwise verdicts against another run's answers (`pairwise`),
-# a judge reply that gave no verdict (`judge_invalid`), and the rule-based check the judge overrode.
+# a judge reply that gave no verdict (`judge_invalid`), the rule-based check the judge overrode, and an agent
+# benchmark's small per-item trace (tool calls and observations, why it was wrong).
 DETAIL_KEYS = ("think_len", "program", "stdout", "stderr", "n", "n_correct", "scores", "judge", "pairwise",
-               "judge_invalid", "rule_correct")
+               "judge_invalid", "rule_correct", "trace")
 
 
 class SqliteResponseCache:

@@ -155,7 +155,8 @@ async def test_contamination_panel_runs_a_job_and_shows_full_and_clean_scores(ho
 async def test_samples_show_judge_verdicts_and_contamination_marks(home, user: User, tmp_path):
     from app.contamination import check_run
 
-    judge = {"judge": {"verdict": "B", "reply": "The answer is wrong. B", "invalid": False}, "rule_correct": True}
+    judge = {"judge": {"verdict": "B", "reply": "The answer is wrong. B", "invalid": False}, "rule_correct": True,
+             "trace": {"calls": [{"name": "get_weather", "arguments": {"city": "北京"}}]}}
     run_id, task = _run(home, tmp_path, judge, settings={"judge": "smol", "judge_prompt": "p1"})
     _dataset(home, tmp_path, [QUESTIONS[1]])  # line 3 leaked
     check_run(home, run_id, "sft")
@@ -168,6 +169,8 @@ async def test_samples_show_judge_verdicts_and_contamination_marks(home, user: U
     await user.should_see("judge: B")
     await user.should_see("Judge's verdict: B · rule-based check: ✓")
     await user.should_see("Shares this n-gram with the training data: which metal is liquid")
+    await user.should_see("Agent trace")
+    assert '"city": "北京"' in one(user, "eval-sample-trace-2").content  # sample row 2 is item #3
     await user.should_not_see(f"{task} #2")  # clean items are filtered out
     # the results table carries the clean rows beside the full ones, and notes who judged and what *_clean means
     await until(lambda: one(user, "eval-runs").rows)
@@ -194,3 +197,16 @@ async def test_the_new_controls_speak_chinese(home, user: User):
         await user.should_see("请选择一次评测。")
     finally:
         i18n.set_language("en")
+
+
+async def test_a_link_opens_two_runs_results_and_compares_them(home, user: User, tmp_path):
+    first, task = _run(home, tmp_path)
+    second, _ = _run(home, tmp_path)
+    await user.open(f"/evaluate?compare={first},{second}")
+    await until(lambda: one(user, "eval-compare-table").rows)
+    assert one(user, "eval-run-a").value == first and one(user, "eval-run-b").value == second
+    assert {r["id"] for r in one(user, "eval-runs").selected} == {first, second}
+    [row] = one(user, "eval-results").rows
+    assert (row["dataset"], row["metric"]) == (task, "acc")
+    [delta] = one(user, "eval-compare-table").rows
+    assert delta["delta"] == "+0.00"

@@ -1,11 +1,12 @@
 """The Evaluate page's sample browser: one expandable card per scored item, filterable by run, task, right or
 wrong, contamination and text; it shows what the model saw and answered, the extracted vs gold answer, a
-program and its sandbox outcome, an LLM judge's verdict and reply, pairwise verdicts against another model,
-and the n-gram that marked an item contaminated.
+program and its sandbox outcome, an agent benchmark's trace, an LLM judge's verdict and reply, pairwise verdicts
+against another model, and the n-gram that marked an item contaminated.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from nicegui import ui
@@ -65,6 +66,10 @@ class SampleBrowser:
                 self._judge(judge, detail)
             if detail.get("pairwise"):
                 self._pairwise(detail["pairwise"])
+            if detail.get("trace"):
+                ui.label(t("Agent trace")).classes("font-medium")
+                ui.code(json.dumps(detail["trace"], ensure_ascii=False, indent=1, default=str)[-6000:],
+                        language="json").classes("w-full text-xs").mark(f"eval-sample-trace-{smp.id}")
             if detail.get("contaminated"):
                 ui.label(t("Shares this n-gram with the training data: {gram}",
                            gram=detail.get("overlap", ""))).classes("text-xs text-orange-700").mark(

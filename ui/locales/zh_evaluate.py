@@ -109,6 +109,7 @@ ZH = {
     "Contaminated only": "只看已污染",
     "Clean only": "只看干净",
     "Shares this n-gram with the training data: {gram}": "与训练数据共享的 n-gram：{gram}",
+    "Agent trace": "智能体轨迹",
     "waiting": "等待 GPU",
     "succeeded": "成功",
 }

@@ -167,7 +167,7 @@ class EvaluateView:
         self.contamination_panel = ContaminationPanel(root)
         self.sample_browser = SampleBrowser(root)
 
-    async def start(self) -> None:
+    async def start(self, preselect: list[int] | None = None) -> None:
         models = await io_bound(list_models, self.root)
         names = [m.name for m in models]
         self.models.set_options({name: name for name in names})
@@ -181,6 +181,17 @@ class EvaluateView:
         self.licences.refresh()
         await self.reload()
         ui.timer(3.0, self.reload)
+        if preselect:
+            await self.open_runs(preselect)
+
+    async def open_runs(self, run_ids: list[int]) -> None:
+        """Show these runs' results (a link from elsewhere, e.g. a finetune's before/after); two are compared."""
+        self.runs_table.selected = [row for row in self.runs_table.rows if row["id"] in run_ids]
+        self.runs_table.update()
+        await self.show_results()
+        if len(run_ids) == 2:
+            self.run_a.value, self.run_b.value = run_ids
+            await self.show_compare()
 
     @ui.refreshable_method
     def licences(self) -> None:
@@ -335,7 +346,9 @@ class EvaluateView:
 
 
 @ui.page("/evaluate")
-async def evaluate_page():
+async def evaluate_page(runs: str = "", compare: str = ""):
+    """`/evaluate?runs=3,5` opens those runs' results; two runs (or `?compare=3,5`) are also compared."""
+    wanted = [int(part) for part in f"{runs},{compare}".split(",") if part.strip().isdigit()]
     with frame(t("Evaluate")):
         sandbox_badge()
-        await EvaluateView(state.root()).start()
+        await EvaluateView(state.root()).start(list(dict.fromkeys(wanted)))
