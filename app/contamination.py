@@ -68,9 +68,10 @@ def _scan(items: dict[str, str], data: str, n: int, progress: Progress,
 
 
 def _as_runner_sample(row: EvalSample) -> dict:
-    """A stored sample in the shape engine.eval.runner.score reads."""
-    smp = {"doc_id": row.doc_id, "rotation": row.rotation, "correct": row.correct, "n": 1,
-           "n_correct": int(row.correct)}
+    """A stored sample in the shape engine.eval.runner.score reads. A judged sample's `correct` is the judge's
+    verdict; the rule-based metrics were scored on its `rule_correct`, so that is what they are rescored on."""
+    correct = bool((row.detail or {}).get("rule_correct", row.correct))
+    smp = {"doc_id": row.doc_id, "rotation": row.rotation, "correct": correct, "n": 1, "n_correct": int(correct)}
     smp.update({k: row.detail[k] for k in ("scores", "n", "n_correct") if k in (row.detail or {})})
     if row.outcome:
         smp["outcome"] = row.outcome
@@ -118,8 +119,10 @@ def check_run(root: Path, run_id: int, dataset_ref: str, n: int = DEFAULT_N, pro
             continue
         dirty = {r.doc_id for r in task_rows if f"{task_name}\x00{r.doc_id}" in report.contaminated}
         docs = {r.doc_id for r in task_rows}
-        clean = [_as_runner_sample(r) for r in task_rows if r.doc_id not in dirty]
+        clean_rows = [r for r in task_rows if r.doc_id not in dirty]
+        clean = [_as_runner_sample(r) for r in clean_rows]
         clean_metrics = score(clean, circular) if clean and task.kind != "agent" else {}
+        clean_metrics |= _judge_metrics(clean_rows)
         member_results.append(TaskResult(task_name, "", task.licence, clean_metrics))
         new_rows += _rows(task_name, full_by_task.get(task_name, {}), clean_metrics, len(dirty), len(docs))
         summary[task_name] = _summary(full_by_task.get(task_name, {}), clean_metrics, len(dirty), len(docs))
@@ -157,6 +160,22 @@ def check_run(root: Path, run_id: int, dataset_ref: str, n: int = DEFAULT_N, pro
     progress(fraction=1.0, message=f"contamination: {len(report.contaminated)} of {len(items)} items overlap "
                                    f"with {label}")
     return {"dataset": label, "dataset_id": dataset_id, "n": n, "tasks": summary}
+
+
+def _judge_metrics(rows: list[EvalSample]) -> dict:
+    """An LLM judge's metrics over these samples, as engine.eval.judge computes them: judge_accuracy (graded A),
+    judge_invalid (the grading reply had no verdict) and win_rate (the pairwise score, both orders averaged)."""
+    from engine.eval.metrics import summarize
+
+    per_item: dict[str, list[float]] = {}
+    graded = [r for r in rows if (r.detail or {}).get("judge")]
+    if graded:
+        per_item["judge_accuracy"] = [float(r.correct) for r in graded]
+        per_item["judge_invalid"] = [float(bool(r.detail["judge"].get("invalid"))) for r in graded]
+    paired = [float(r.detail["pairwise"]["score"]) for r in rows if (r.detail or {}).get("pairwise")]
+    if paired:
+        per_item["win_rate"] = paired
+    return summarize(per_item) if per_item else {}
 
 
 def _groups(task_names: str) -> dict[str, set[str]]:

@@ -209,6 +209,36 @@ def test_circular_and_pass_at_k_are_rescored_on_clean_items(home, tmp_path):
     assert _metric(home, run2.id, str(open_set), "pass@1_clean").n == 1
 
 
+def test_judged_samples_keep_rule_and_judge_metrics_apart(home, tmp_path):
+    """A judged sample's `correct` is the judge's verdict and `rule_correct` the extractor's: exact_match_clean is
+    rescored on the rule, judge_accuracy_clean on the verdicts, win_rate_clean on the pairwise scores."""
+    from engine.eval.metrics import summarize
+
+    _, questions = _choice_set(tmp_path)
+    open_set = tmp_path / "open.jsonl"
+    open_set.write_text("".join(json.dumps({"question": q, "answer": "x"}) + "\n" for q in questions),
+                        encoding="utf-8")
+    task = str(open_set)
+    rule = [True, False, True, True]
+    judge = [True, True, False, False]
+    pair = [1.0, 0.5, 0.0, 1.0]
+    samples = [{"doc_id": str(i + 1), "correct": judge[i], "rule_correct": rule[i], "n": 1,
+                "n_correct": int(rule[i]), "judge": {"verdict": "A" if judge[i] else "B", "reply": "…",
+                                                     "invalid": False},
+                "pairwise": {"score": pair[i], "outcome": "win"}} for i in range(4)]
+    metrics = summarize({"exact_match": [float(x) for x in rule], "judge_accuracy": [float(x) for x in judge],
+                         "judge_invalid": [0.0] * 4, "win_rate": pair})
+    run = evals.start_run(home, model_ref="m", tasks=task, mode="gen", settings={"tasks": task, "judge": "j"},
+                          settings_hash="hj")
+    evals.save_task(home, run.id, task, "own", metrics, samples, "hj")
+    _register(home, tmp_path, [questions[0]])  # item 1: right by rule and by the judge, won its comparison
+    check_run(home, run.id, "sft-data")
+    assert _metric(home, run.id, task, "exact_match_clean").value == pytest.approx(2 / 3)
+    assert _metric(home, run.id, task, "judge_accuracy_clean").value == pytest.approx(1 / 3)
+    assert _metric(home, run.id, task, "win_rate_clean").value == pytest.approx(0.5)
+    assert _metric(home, run.id, task, "judge_invalid_clean").value == 0.0
+
+
 def test_check_tasks_without_a_run(home, tmp_path):
     path, questions = _choice_set(tmp_path)
     data = _register(home, tmp_path, [questions[1] + " " + questions[2]])
