@@ -27,6 +27,10 @@ from engine.progress import Progress, no_progress
 
 CLEAN_SUFFIX = "_clean"
 FRACTION = "contaminated_fraction"
+# An agent benchmark scores itself in its own loop; of its metrics, these are the share of items answered right
+# (BFCL, GSM8K with Python, ToolTalk), which is what a stored sample's `correct` says. Per-call metrics
+# (precision, action rates) need the loop's own records and get no clean row.
+AGENT_ITEM_METRICS = ("accuracy", "answer_accuracy", "success_rate")
 
 
 def resolve_dataset(root: Path, ref: str) -> tuple[str, str, int | None]:
@@ -81,6 +85,7 @@ def _as_runner_sample(row: EvalSample) -> dict:
 def check_run(root: Path, run_id: int, dataset_ref: str, n: int = DEFAULT_N, progress: Progress = no_progress,
               cancel: threading.Event | None = None) -> dict:
     """Mark a run's samples contaminated or clean and store the clean-subset metrics; returns the summary."""
+    from engine.eval.metrics import summarize
     from engine.eval.runner import TaskResult, aggregate_groups, score
 
     label, data, dataset_id = resolve_dataset(root, dataset_ref)
@@ -121,7 +126,11 @@ def check_run(root: Path, run_id: int, dataset_ref: str, n: int = DEFAULT_N, pro
         docs = {r.doc_id for r in task_rows}
         clean_rows = [r for r in task_rows if r.doc_id not in dirty]
         clean = [_as_runner_sample(r) for r in clean_rows]
-        clean_metrics = score(clean, circular) if clean and task.kind != "agent" else {}
+        if task.kind == "agent":
+            clean_metrics = summarize({name: [float(r.correct) for r in clean_rows] for name in AGENT_ITEM_METRICS
+                                       if name in full_by_task.get(task_name, {}) and clean_rows})
+        else:
+            clean_metrics = score(clean, circular) if clean else {}
         clean_metrics |= _judge_metrics(clean_rows)
         member_results.append(TaskResult(task_name, "", task.licence, clean_metrics))
         new_rows += _rows(task_name, full_by_task.get(task_name, {}), clean_metrics, len(dirty), len(docs))

@@ -239,6 +239,26 @@ def test_judged_samples_keep_rule_and_judge_metrics_apart(home, tmp_path):
     assert _metric(home, run.id, task, "judge_invalid_clean").value == 0.0
 
 
+def test_agent_benchmark_items_get_a_clean_share_of_right_answers(home, tmp_path):
+    """BFCL scores itself; its `accuracy` is the share of items right, so it is rescored on the clean items, while
+    a per-call metric has no clean row."""
+    from engine.eval.metrics import summarize
+    from engine.eval.tasks import get_task
+
+    docs = get_task("bfcl_simple").docs("test")[:3]
+    samples = [{"doc_id": d["id"], "prompt": d["question"], "correct": ok}
+               for d, ok in zip(docs, [True, False, True], strict=True)]
+    metrics = summarize({"accuracy": [1.0, 0.0, 1.0], "call_rate": [1.0, 1.0, 0.5]})
+    run = evals.start_run(home, model_ref="m", tasks="bfcl_simple", mode="gen", settings={"tasks": "bfcl_simple"},
+                          settings_hash="ha")
+    evals.save_task(home, run.id, "bfcl_simple", "Apache-2.0", metrics, samples, "ha")
+    _register(home, tmp_path, [f"Exercise 4. {docs[2]['question']} Show your work."])
+    summary = check_run(home, run.id, "sft-data")
+    assert summary["tasks"]["bfcl_simple"]["contaminated"] == 1
+    assert _metric(home, run.id, "bfcl_simple", "accuracy_clean").value == 0.5
+    assert "call_rate_clean" not in {r.metric for r in evals.results(home, [run.id])}
+
+
 def test_check_tasks_without_a_run(home, tmp_path):
     path, questions = _choice_set(tmp_path)
     data = _register(home, tmp_path, [questions[1] + " " + questions[2]])
