@@ -7,6 +7,7 @@ HTTP may reach, a folder of user tools, MCP servers).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class ToolSettings:
     """MCP servers whose tools are offered too."""
     python_cell_timeout_s: float = 30.0
     """Seconds one Python cell may run."""
+    python_code_max_chars: int = 0
+    """Longest code one Python call may carry (0: no limit). Declared as the argument's maxLength, so a server
+    that decodes tool calls under a grammar closes the code string there: a small model otherwise never ends it."""
 
 
 @dataclass
@@ -66,7 +70,11 @@ def build_tools(names: list[str], settings: ToolSettings) -> BuiltTools:
         elif name == "python":
             from engine.agents.tools.python import python_tool
 
-            built.tools.append(python_tool(settings.workspace, settings.python_cell_timeout_s))
+            tool = python_tool(settings.workspace, settings.python_cell_timeout_s)
+            if settings.python_code_max_chars:
+                tool.parameters = copy.deepcopy(tool.parameters)
+                tool.parameters["properties"]["code"]["maxLength"] = settings.python_code_max_chars
+            built.tools.append(tool)
         elif name == "files":
             from engine.agents.tools.files import Workspace, file_tools
 

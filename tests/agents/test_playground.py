@@ -192,3 +192,20 @@ async def test_an_image_the_python_tool_wrote_is_shown(home, scripted_server, re
     assert "Files written: dot.png" in one(user, "observation-0").text
     image = one(user, "image-0")
     assert image.props["src"].endswith("/dot.png"), image.props
+
+
+def test_a_python_code_limit_is_declared_in_the_schema_and_enforced(tmp_path):
+    from engine.agents.catalog import ToolSettings, build_tools
+    from engine.agents.toolbox import Toolbox
+
+    built = build_tools(["python"], ToolSettings(workspace=str(tmp_path), python_code_max_chars=12))
+    try:
+        (tool,) = built.tools
+        assert tool.parameters["properties"]["code"]["maxLength"] == 12
+        outcome = Toolbox(built.tools, policies={"python": "always"}).call("python", {"code": "print('far too long')"})
+        assert outcome.error.startswith("the arguments for python do not fit its schema at code: "), outcome.error
+    finally:
+        built.close()
+    unbounded = build_tools(["python"], ToolSettings(workspace=str(tmp_path)))
+    assert "maxLength" not in unbounded.tools[0].parameters["properties"]["code"]  # the tool's own schema untouched
+    unbounded.close()

@@ -47,6 +47,13 @@ class ToolPicker:
                 .classes("flex-1")
                 .mark("agent-hosts")
             )
+            self.code_limit = (
+                ui.number(t("Longest Python code per call (characters, 0: no limit)"), value=0, min=0, max=100_000,
+                          precision=0)
+                .classes("w-64")
+                .tooltip(t("A limit lets the model server close the code string: small models otherwise run on."))
+                .mark("agent-code-limit")
+            )
             self.tool_choice = (
                 ui.select(self._choices(), value="auto", label=t("First turn (function calling)"))
                 .classes("w-56")
@@ -110,6 +117,9 @@ class ToolPicker:
                     box = ui.checkbox(tool).mark(f"mcp-tool-{server.name}-{tool}")
                     policy = self._policy(True, f"policy-mcp-{server.name}-{tool}")
                 self.mcp_tools[(server.name, tool)] = (box, policy)
+
+    def code_max_chars(self) -> int:
+        return max(0, int(self.code_limit.value or 0))
 
     def checked_builtin(self) -> list[str]:
         return [name for name, box in self.tools.items() if box.value]

@@ -62,4 +62,8 @@ ZH = {
     "no tools": "没有工具",
     "the model decides": "由模型决定",
     "{host} is not a host: write host, host:port or *.domain": "{host} 不是主机：请写成 主机、主机:端口 或 *.域名",
+    "Longest Python code per call (characters, 0: no limit)": "每次调用的 Python 代码最长字符数（0：不限）",
+    "A limit lets the model server close the code string: small models otherwise run on.": (
+        "设置上限后，模型服务器会在此处结束代码字符串；否则小模型可能写个不停。"
+    ),
 }

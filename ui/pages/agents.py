@@ -51,13 +51,14 @@ def _client(root: Path, model: str, url: str):
     return OpenAIClient(job.result["url"], model)
 
 
-def _settings(root: Path, documents: str, hosts: list[str], mcp_specs: list):
+def _settings(root: Path, documents: str, hosts: list[str], mcp_specs: list, code_max_chars: int = 0):
     from engine.agents.catalog import ToolSettings
 
     return ToolSettings(
         workspace=str(root / "agents" / "workspace"),
         mcp_servers=mcp_specs,
         allowed_hosts=hosts,
+        python_code_max_chars=code_max_chars,
         documents=[line.strip() for line in documents.splitlines() if line.strip()],
     )
 
@@ -249,7 +250,13 @@ class AgentsView:
                 loop=self.loop.value,
                 tools=self.picker.checked_builtin(),
                 policies=self.picker.chosen_policies(),
-                settings=_settings(self.root, self.documents.value or "", hosts, self.picker.mcp_specs()),
+                settings=_settings(
+                    self.root,
+                    self.documents.value or "",
+                    hosts,
+                    self.picker.mcp_specs(),
+                    self.picker.code_max_chars(),
+                ),
                 question=self.question.value,
                 language=self.language.value,
                 max_steps=int(self.max_steps.value or 8),
@@ -303,11 +310,11 @@ class AgentsView:
             self.dialog.close()
 
         self.dialog.clear()
-        with self.dialog, ui.card().mark("approval"):
+        with self.dialog, ui.card().mark("approval").props("data-testid=approval"):
             ui.label(t("The agent wants to run {tool} with these arguments:", tool=request.tool))
             ui.code(json.dumps(request.arguments, ensure_ascii=False, indent=2), language="json").mark(
                 "approval-arguments"
-            )
+            ).props("data-testid=approval-arguments")
             with ui.row():
                 ui.button(t("Approve once"), on_click=lambda: decide("once")).mark("approve-once")
                 ui.button(t("Approve for this session"), on_click=lambda: decide("session")).mark("approve-session")
@@ -321,7 +328,10 @@ class AgentsView:
             if not runs:
                 ui.label(t("No runs yet.")).classes("opacity-60")
             for run in runs:
-                with ui.row().classes("items-center gap-2 w-full no-wrap").mark(f"run-{run.id}"):
+                # data-testid: what a browser test finds the row by (markers live on the server only).
+                with ui.row().classes("items-center gap-2 w-full no-wrap").mark(f"run-{run.id}").props(
+                    f"data-testid=run-{run.id}"
+                ):
                     ui.checkbox(
                         value=run.id in self.selected, on_change=lambda e, rid=run.id: self.toggle(rid, e.value)
                     ).mark(f"select-run-{run.id}")
