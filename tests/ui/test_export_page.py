@@ -67,4 +67,4 @@ async def test_exported_files_show_their_verification(home, user: User, bundled_
     user.find(marker="download-1").click()  # the row's file was deleted since
     await user.should_see("/exports/smol.Q4_K_M.gguf is no longer there.")
     user.find(marker="chat-1").click()  # the Chat page opens with this file picked
-    await user.should_see("smol.Q4_K_M.gguf · llama.cpp")
+    await user.should_see("smol.Q4_K_M.gguf · llama.cpp", retries=40)  # the Chat page fills in its pick async

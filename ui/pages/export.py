@@ -4,6 +4,9 @@ The form submits an `export_gguf` job (the same arguments as `inkstone export gg
 a closed tab; argument errors come back at the field they name. Below it, recent export jobs with live
 progress, and one row per exported file with what verification measured: size, perplexity delta and top-1
 agreement against the HF model, llama.cpp's decode speed, and the path to copy.
+
+"Evaluate each quant" asks the export job to start `eval` jobs (same tasks, limit and mode) for the HF model and
+every file once they are written; their scores come back as a table with each type's loss in points.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ from ui.components.job_widgets import JobActions, JobProgress, StatusBadge
 from ui.components.offload import io_bound
 from ui.frame import frame
 from ui.i18n import t
+from ui.pages.export_evals import QuantComparison, quant_comparisons, render_comparison
 
 DEFAULT_QUANTS = ["f16", "q8_0", "q4_k_m"]
+DEFAULT_EVAL_TASKS = "arc_easy,mmlu"
+DEFAULT_EVAL_LIMIT = 50
 RESULT_COLUMNS = ("File", "Model", "Type", "Size", "Perplexity delta", "Top-1 agreement", "llama.cpp tokens/s", "")
 JOBS_SHOWN = 5
 
@@ -52,11 +58,24 @@ class ExportView:
                                    placeholder=t("Default: the job's folder in the data dir")).classes(
                 "w-full").mark("export-output")
             self.verify = ui.switch(t("Verify every file with llama.cpp"), value=True).mark("export-verify")
+            self.evaluate = ui.switch(t("Evaluate each quant beside the HF model"), value=False).mark(
+                "export-evaluate")
+            with ui.row().classes("w-full items-start gap-3").bind_visibility_from(self.evaluate, "value"):
+                self.eval_tasks = ui.input(t("Tasks"), value=DEFAULT_EVAL_TASKS,
+                                           placeholder="arc_easy,mmlu,hellaswag").classes("grow").mark(
+                    "export-eval-tasks")
+                self.eval_limit = ui.number(t("Questions per task (0: all)"), value=DEFAULT_EVAL_LIMIT, min=0,
+                                            precision=0).classes("w-44").mark("export-eval-limit")
+                self.eval_mode = ui.select({"ppl": t("PPL (log-likelihood)"), "gen": t("Generation")}, value="ppl",
+                                           label=t("Mode")).classes("w-44").mark("export-eval-mode")
             ui.button(t("Export"), icon="output", on_click=self.submit).mark("export-submit")
         ui.label(t("Export jobs")).classes("text-lg")
         self.jobs_box = ui.column().classes("w-full gap-1")
         ui.label(t("Exported files")).classes("text-lg")
         self.results()
+        self.comparisons: list[QuantComparison] = []
+        ui.label(t("Quant damage: scores per type beside the HF model")).classes("text-lg")
+        self.quant_evals()
 
     async def start(self) -> None:
         models = await io_bound(list_models, self.root)
@@ -73,6 +92,10 @@ class ExportView:
         if [(e.model_dump(), n) for e, n in exports] != [(e.model_dump(), n) for e, n in self.exports]:
             self.exports = exports
             self.results.refresh()
+        comparisons = await io_bound(quant_comparisons, self.root)
+        if _shown(comparisons) != _shown(self.comparisons):
+            self.comparisons = comparisons
+            self.quant_evals.refresh()
 
     def _show_jobs(self, jobs: list[Job]) -> None:
         if not jobs and not self.job_rows:
@@ -113,6 +136,14 @@ class ExportView:
                 for export, model_name in self.exports:
                     self._result_row(export, model_name)
 
+    @ui.refreshable_method
+    def quant_evals(self) -> None:
+        if not self.comparisons:
+            ui.label(t("No quant evaluations yet: turn on \"Evaluate each quant beside the HF model\" above.")
+                     ).classes("opacity-70")
+        for comparison in self.comparisons:
+            render_comparison(comparison)
+
     def _result_row(self, e: Export, model_name: str) -> None:
         m = e.metrics or {}
         cells = (model_name, e.quant.upper(), human_bytes(e.size_bytes), _fmt(m, "ppl_delta_pct", "+.2f") + (
@@ -151,7 +182,14 @@ class ExportView:
         if not self.model.value:
             self.model.error = t("Pick a model (register one on the Models page).")
             return
+        self.eval_tasks.error = None
         params = {"model": self.model.value, "quant": ",".join(self.quant.value or []), "verify": self.verify.value}
+        if self.evaluate.value:
+            params |= {"eval_tasks": (self.eval_tasks.value or "").strip(), "eval_mode": self.eval_mode.value,
+                       "eval_limit": int(self.eval_limit.value or 0)}
+            if not params["eval_tasks"]:
+                self.eval_tasks.error = t("Name at least one task, e.g. arc_easy.")
+                return
         for key, field in (("adapter", self.adapter), ("output", self.output)):
             if (field.value or "").strip():  # resolved here: the worker runs in another working directory
                 params[key] = str(Path(field.value.strip()).expanduser().resolve())
@@ -160,7 +198,8 @@ class ExportView:
         except ValueError as e:  # the kind's own argument checks, before anything is queued
             text = str(e)
             field = next((f for key, f in (("adapter", self.adapter), ("output", self.output),
-                                           ("quant", self.quant)) if text.startswith(f"{key}:")), self.model)
+                                           ("quant", self.quant), ("eval_tasks", self.eval_tasks))
+                          if text.startswith(f"{key}:")), self.model)
             field.error = text.split(":", 1)[1].strip() if ":" in text else text
             return
         except Exception as e:  # the queue could not be written: the job row is marked failed
@@ -168,6 +207,11 @@ class ExportView:
             return
         ui.notify(t("Export queued as job #{id}.", id=job.id), type="positive")
         await self.reload()
+
+
+def _shown(comparisons: list[QuantComparison]) -> list:
+    """What the quant table displays, to redraw it only when that changes."""
+    return [(c.export_job.id, c.states, c.rows) for c in comparisons]
 
 
 @ui.page("/export")
