@@ -209,3 +209,26 @@ def test_a_python_code_limit_is_declared_in_the_schema_and_enforced(tmp_path):
     unbounded = build_tools(["python"], ToolSettings(workspace=str(tmp_path)))
     assert "maxLength" not in unbounded.tools[0].parameters["properties"]["code"]  # the tool's own schema untouched
     unbounded.close()
+
+
+async def test_a_server_that_dies_during_a_run_is_an_error_step_and_a_status_in_settings(
+    home, scripted_server, replies, user: User
+):
+    from ui import state
+
+    url, _ = scripted_server
+    state.init(home)
+    state.update_settings(Settings(mcp_servers=[MCPServerSetting(name="tools", command=MCP_STDIO)]))
+    replies(tool_call("die", {}), {"role": "assistant", "content": "The server is gone."})
+    await user.open("/agents")
+    await until(lambda: present(user, "mcp-tool-tools-die"), 60, "the server's tools listed")
+    one(user, "mcp-tool-tools-die").value = True
+    one(user, "policy-mcp-tools-die").value = "always"
+    one(user, "agent-url").value = url
+    one(user, "agent-question").value = "Stop the server."
+    user.find(marker="agent-run").click()
+    await user.should_see(marker="answer", retries=150)
+    assert one(user, "observation-0").text.startswith("Error: die: MCP server 'tools' failed: ")
+    await user.open("/settings")
+    status = one(user, "mcp-status-tools").text
+    assert status.startswith("stopped during an agent run: it stopped answering") and "(checked " in status

@@ -76,6 +76,12 @@ async def check(server: MCPServerSetting) -> Checked:
     return CHECKS[server.name]
 
 
+def record_stopped(name: str, error: str) -> None:
+    """A server that stopped during an agent run: Settings shows it until the next check."""
+    CHECKS[name] = Checked(at=time.time(), ok=False, tools=[], error=t("stopped during an agent run: {error}",
+                                                                     error=error))
+
+
 def save_servers(servers: list[MCPServerSetting]) -> Settings:
     """Validate the whole settings object with the new list, then write it; ValidationError when it is refused."""
     current = state.settings()

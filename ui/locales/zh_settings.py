@@ -65,4 +65,5 @@ ZH = {
     "not checked yet": "尚未检查",
     "ok, {n} tools (checked {time})": "正常，{n} 个工具（检查于 {time}）",
     "{error} (checked {time})": "{error}（检查于 {time}）",
+    "stopped during an agent run: {error}": "在智能体运行中停止：{error}",
 }

@@ -21,6 +21,7 @@ from app import agents as store
 from app.registry import gguf_files, list_models
 from ui import state
 from ui.components.agent_tools import ToolPicker
+from ui.components.mcp_servers import record_stopped
 from ui.components.offload import io_bound
 from ui.components.sandbox_status import sandbox_badge
 from ui.frame import frame
@@ -139,6 +140,9 @@ class AgentRunner:
             self.events.put(("failed", str(exc)))
         finally:
             if built is not None:
+                for connection in built.connections:
+                    if connection.error:  # it stopped during the run (a clean close comes below)
+                        record_stopped(connection.spec.name, connection.error)
                 built.close()
 
 
