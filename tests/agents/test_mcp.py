@@ -139,3 +139,13 @@ def test_a_configured_server_that_exits_mid_run_is_an_error_observation_and_a_st
     finally:
         built.close()
     assert not check_server(MCPServerSetting(name="nope", command="/nonexistent/server").to_spec()).ok
+
+
+def test_check_of_an_http_server_with_headers_from_settings(http_url):
+    """The Settings check over Streamable HTTP, with the headers a server behind a token needs."""
+    from app.settings import MCPServerSetting
+    from engine.agents.mcp_client import check_server
+
+    setting = MCPServerSetting(name="web", url=http_url, headers={"Authorization": "Bearer abc"})
+    found = check_server(setting.to_spec())
+    assert found.ok and sorted(found.tools) == ["add", "die", "fail", "greet"], found.error
