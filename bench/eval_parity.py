@@ -6,9 +6,11 @@ and report acc / acc_norm and questions per second:
 
   * ARC-Easy (validation) 0-shot, PPL;
   * MMLU 5-shot PPL on a few subjects (first-n dev shots, lm-eval's default prompt);
-  * GSM8K 0-shot greedy generation (the same "Question: …\\nAnswer:" prompts given to both as a JSONL file).
+  * GSM8K 0-shot greedy generation (the same "Question: …\\nAnswer:" prompts given to both as a JSONL file, the
+    same 256-token budget and stop strings): questions per second, where the issue asks for at least 3x.
 
     .venv/bin/python -m bench.eval_parity --limit 40 --subjects anatomy,astronomy --gsm8k-limit 8
+    .venv/bin/python -m bench.eval_parity --benchmarks gsm8k --gsm8k-limit 5 --no-record   # a smoke run
 
 Appends a dated row per comparison to docs/benchmarks.md. Model loading is timed apart from scoring.
 """
@@ -34,7 +36,8 @@ MMLU_TEXT = ("{{question.strip()}}\\nA. {{choices[0]}}\\nB. {{choices[1]}}\\nC. 
              "\\nAnswer:")
 
 
-def write_lm_eval_tasks(folder: Path, subjects: list[str], gsm8k_docs: list[dict]) -> None:
+def write_lm_eval_tasks(folder: Path, subjects: list[str], gsm8k_docs: list[dict],
+                        gsm8k_max_tokens: int = 256) -> None:
     from engine.eval.sources import hf_arrow_split
 
     arc = hf_arrow_split("ai2_arc", "ARC-Easy", "validation")
@@ -88,7 +91,7 @@ doc_to_target: "{{{{answer}}}}"
 generation_kwargs:
   until: ["Question:", "</s>", "<|im_end|>"]
   do_sample: false
-  max_gen_toks: 256
+  max_gen_toks: {gsm8k_max_tokens}
 metric_list:
   - metric: exact_match
 filter_list:
@@ -143,13 +146,24 @@ def _weighted(results: list[tuple[float, int]]) -> float:
     return sum(r[0] * r[1] for r in results) / n
 
 
+BENCHMARKS = ("arc", "mmlu", "gsm8k")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--benchmarks", default=",".join(BENCHMARKS),
+                   help=f"which comparisons to run, comma-separated, of {', '.join(BENCHMARKS)}")
     p.add_argument("--limit", type=int, default=40, help="ARC-Easy questions, and MMLU questions per subject")
     p.add_argument("--subjects", default="anatomy,astronomy,college_biology")
     p.add_argument("--gsm8k-limit", type=int, default=8, help="GSM8K questions (0: skip the generation comparison)")
+    p.add_argument("--gsm8k-max-tokens", type=int, default=256, help="generation budget per GSM8K question (both)")
     p.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = p.parse_args()
+    chosen = {b.strip() for b in args.benchmarks.split(",") if b.strip()}
+    if chosen - set(BENCHMARKS) or not chosen:
+        p.error(f"--benchmarks: choose from {', '.join(BENCHMARKS)}, got {args.benchmarks!r}")
+    if not args.gsm8k_limit:
+        chosen.discard("gsm8k")
     import torch
     import transformers
 
@@ -160,43 +174,54 @@ def main() -> None:
     model_dir = ensure_bundled_hf(REPO / ".data" / "test-models")
     subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
     docs = [{"question": d["question"], "answer": d["solution"]} for d in gsm8k_docs()[: args.gsm8k_limit]]
+    ours_tasks: dict[str, dict] = {}
+    their_tasks: dict[str, tuple[int, int]] = {}
+    if "arc" in chosen:
+        ours_tasks["arc"] = dict(tasks="arc_easy", split="validation", limit=args.limit)
+        their_tasks["arc_easy_local"] = (0, args.limit)
+    if "mmlu" in chosen:
+        ours_tasks["mmlu"] = dict(tasks=",".join(f"mmlu_{s}" for s in subjects), shots=5, limit=args.limit)
+        their_tasks.update({f"mmlu_local_{s}": (5, args.limit) for s in subjects})
+    if "gsm8k" in chosen:
+        ours_tasks["gsm8k"] = dict(tasks="gsm8k", mode="gen", limit=args.gsm8k_limit,
+                                   max_tokens=args.gsm8k_max_tokens)
+        their_tasks["gsm8k_local"] = (0, args.gsm8k_limit)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_lm_eval_tasks(folder, subjects, docs)
-        ours_tasks = {"arc": dict(tasks="arc_easy", split="validation", limit=args.limit),
-                      "mmlu": dict(tasks=",".join(f"mmlu_{s}" for s in subjects), shots=5, limit=args.limit)}
-        their_tasks = {"arc_easy_local": (0, args.limit), **{f"mmlu_local_{s}": (5, args.limit) for s in subjects}}
-        if args.gsm8k_limit:
-            ours_tasks["gsm8k"] = dict(tasks="gsm8k", mode="gen", limit=args.gsm8k_limit, max_tokens=256)
-            their_tasks["gsm8k_local"] = (0, args.gsm8k_limit)
+        write_lm_eval_tasks(folder, subjects, docs, args.gsm8k_max_tokens)
         ours = run_ours(model_dir, ours_tasks)
         theirs = run_lm_eval(model_dir, folder, their_tasks)
     import lm_eval
 
     rows = []
-    arc_ours, arc_s = ours["arc"]
-    arc_theirs, arc_theirs_s = theirs["arc_easy_local"]
-    m = arc_ours["tasks"][0].metrics
-    rows.append(("ARC-Easy val 0-shot PPL", args.limit, m["acc"]["value"], m["acc_norm"]["value"],
-                 arc_theirs["acc,none"], arc_theirs["acc_norm,none"], args.limit / arc_s, args.limit / arc_theirs_s))
-    mmlu_run, mmlu_s = ours["mmlu"]
-    n_mmlu = sum(r.metrics["acc"]["n"] for r in mmlu_run["tasks"])
-    ours_acc = _weighted([(r.metrics["acc"]["value"], r.metrics["acc"]["n"]) for r in mmlu_run["tasks"]])
-    ours_norm = _weighted([(r.metrics["acc_norm"]["value"], r.metrics["acc_norm"]["n"]) for r in mmlu_run["tasks"]])
-    their = [theirs[f"mmlu_local_{s}"] for s in subjects]
-    their_n = [min(args.limit, r.metrics["acc"]["n"]) for r in mmlu_run["tasks"]]
-    their_acc = _weighted([(t[0]["acc,none"], n) for t, n in zip(their, their_n, strict=True)])
-    their_norm = _weighted([(t[0]["acc_norm,none"], n) for t, n in zip(their, their_n, strict=True)])
-    their_s = sum(t[1] for t in their)
-    rows.append((f"MMLU 5-shot PPL ({len(subjects)} subjects)", n_mmlu, ours_acc, ours_norm, their_acc, their_norm,
-                 n_mmlu / mmlu_s, n_mmlu / their_s))
-    if args.gsm8k_limit:
+    if "arc" in chosen:
+        arc_ours, arc_s = ours["arc"]
+        arc_theirs, arc_theirs_s = theirs["arc_easy_local"]
+        m = arc_ours["tasks"][0].metrics
+        n_arc = m["acc"]["n"]
+        rows.append(("ARC-Easy val 0-shot PPL", n_arc, m["acc"]["value"], m["acc_norm"]["value"],
+                     arc_theirs["acc,none"], arc_theirs["acc_norm,none"], n_arc / arc_s, n_arc / arc_theirs_s))
+    if "mmlu" in chosen:
+        mmlu_run, mmlu_s = ours["mmlu"]
+        n_mmlu = sum(r.metrics["acc"]["n"] for r in mmlu_run["tasks"])
+        ours_acc = _weighted([(r.metrics["acc"]["value"], r.metrics["acc"]["n"]) for r in mmlu_run["tasks"]])
+        ours_norm = _weighted([(r.metrics["acc_norm"]["value"], r.metrics["acc_norm"]["n"])
+                               for r in mmlu_run["tasks"]])
+        their = [theirs[f"mmlu_local_{s}"] for s in subjects]
+        their_n = [min(args.limit, r.metrics["acc"]["n"]) for r in mmlu_run["tasks"]]
+        their_acc = _weighted([(t[0]["acc,none"], n) for t, n in zip(their, their_n, strict=True)])
+        their_norm = _weighted([(t[0]["acc_norm,none"], n) for t, n in zip(their, their_n, strict=True)])
+        their_s = sum(t[1] for t in their)
+        rows.append((f"MMLU 5-shot PPL ({len(subjects)} subjects)", n_mmlu, ours_acc, ours_norm, their_acc,
+                     their_norm, n_mmlu / mmlu_s, n_mmlu / their_s))
+    if "gsm8k" in chosen:
         gsm_run, gsm_s = ours["gsm8k"]
         gsm_theirs, gsm_theirs_s = theirs["gsm8k_local"]
-        rows.append(("GSM8K 0-shot greedy gen (256 tok)", args.gsm8k_limit,
+        n_gsm = gsm_run["tasks"][0].metrics["exact_match"]["n"]
+        rows.append((f"GSM8K 0-shot greedy gen ({args.gsm8k_max_tokens} tok)", n_gsm,
                      gsm_run["tasks"][0].metrics["exact_match"]["value"], float("nan"),
                      gsm_theirs.get("exact_match,flexible-extract", float("nan")), float("nan"),
-                     args.gsm8k_limit / gsm_s, args.gsm8k_limit / gsm_theirs_s))
+                     n_gsm / gsm_s, n_gsm / gsm_theirs_s))
     print(f"{'benchmark':40} {'n':>4} {'ours acc':>9} {'ours norm':>9} {'lm-eval acc':>11} {'lm-eval norm':>12} "
           f"{'ours q/s':>9} {'lm-eval q/s':>11} {'speed-up':>8}")
     for name, n, a, an, b, bn, qa, qb in rows:
@@ -206,9 +231,10 @@ def main() -> None:
         return
     today = datetime.date.today().isoformat()
     load = os.getloadavg()[0]
-    head = (f"| {today} | bench/eval_parity.py --limit {args.limit} --subjects {args.subjects} --gsm8k-limit "
-            f"{args.gsm8k_limit} (smollm2-135m-instruct, fp32; machine shared with other work while it ran, load "
-            f"average {load:.0f}) | {platform.machine()}, {os.cpu_count()} cores ({platform.system()}) | "
+    head = (f"| {today} | bench/eval_parity.py --benchmarks {','.join(b for b in BENCHMARKS if b in chosen)} "
+            f"--limit {args.limit} --subjects {args.subjects} --gsm8k-limit {args.gsm8k_limit} "
+            f"--gsm8k-max-tokens {args.gsm8k_max_tokens} (smollm2-135m-instruct, fp32; load average {load:.1f} "
+            f"when it ended) | {platform.machine()}, {os.cpu_count()} cores ({platform.system()}) | "
             f"torch {torch.__version__}, transformers {transformers.__version__}, lm-eval {lm_eval.__version__} "
             f"(HF backend, batch 1) | ")
     lines = [f"{head}{name}, {n} questions: ours acc {a:.4f} / acc_norm {an:.4f} vs lm-eval {b:.4f} / {bn:.4f}; "
