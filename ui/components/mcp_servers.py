@@ -202,8 +202,8 @@ class MCPServersSection:
                 except ValidationError as e:
                     name.error = e.errors()[0]["msg"]
                     return
-                if server:  # what was checked is not this server any more
-                    CHECKS.pop(server.name, None)
+                for checked in {entry.name, server.name if server else entry.name}:
+                    CHECKS.pop(checked, None)  # a check (or a run) saw another configuration, not this one
                 self.dialog.close()
                 ui.notify(t("MCP server {name} saved.", name=entry.name), type="positive")
                 self.show()
