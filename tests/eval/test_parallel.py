@@ -124,7 +124,6 @@ def test_cancel_stops_the_workers_promptly(tiny_model_dir):
         backend.loglikelihood([("a", " b")])
 
 
-@pytest.mark.slow
 def test_a_killed_worker_is_named_and_the_others_end(tiny_model_dir):
     backend = ParallelBackend(str(tiny_model_dir("llama")), workers=2, dtype="float32", device="cpu",
                               cpu_kv_cache_gb=0.25)
@@ -145,7 +144,6 @@ time.sleep(600)
 """
 
 
-@pytest.mark.slow
 def test_workers_die_with_a_killed_parent(tiny_model_dir):
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
     parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tiny_model_dir("llama"))], cwd=REPO, env=env,
