@@ -19,8 +19,8 @@ SCORE_FIELDS = ("mode", "shots", "sampler", "seed", "cot", "style", "circular", 
 @dataclass
 class EvalConfig:
     model: str = "smollm2-135m-instruct"
-    """Registered model name or id, a model folder, an exported .gguf file (generation mode) or an OpenAI-compatible
-    URL (http://host:port/v1)."""
+    """Registered model name or id, a model folder, an exported .gguf file (run by llama.cpp) or an
+    OpenAI-compatible URL (http://host:port/v1)."""
     tasks: str = "arc_easy"
     """Comma-separated tasks (mmlu, mmlu_<subject>, arc_easy, arc_challenge, hellaswag, winogrande, piqa, gsm8k,
     math500, humaneval, mbpp; agent tasks bfcl_simple, bfcl_multiple, bfcl_parallel, bfcl_parallel_multiple,
