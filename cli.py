@@ -259,9 +259,11 @@ def _add_agent_parser(sub) -> None:
     p.add_argument("--force-tool", help="the first turn must call this tool (tool_choice)")
     p.add_argument("--workspace", help="folder of the python and files tools (default: DATA_DIR/agents/workspace)")
     p.add_argument("--docs", action="append", default=[], help="a file or folder the search tool indexes")
-    p.add_argument("--allow-host", action="append", default=[], help="a host the http tool may reach")
+    p.add_argument("--allow-host", action="append", default=[],
+                   help="a host the http tool may reach (default: the allowed hosts set in Settings)")
     p.add_argument("--tools-folder", help="a folder of .py files whose typed functions become tools")
-    p.add_argument("--mcp", action="append", default=[], help="an MCP server: a URL (HTTP) or a command (stdio)")
+    p.add_argument("--mcp", action="append", default=[],
+                   help="an MCP server: the name of one set in Settings, a URL (HTTP) or a command (stdio)")
     p.add_argument("--yes", action="store_true", help="approve every call of an 'ask' tool (python) without asking")
     p.add_argument("--api-key", help="Bearer token of a model server URL")
     p.add_argument("--no-save", action="store_true", help="do not store the run (it is listed on the Agents page)")
@@ -313,14 +315,19 @@ def _print_step(step) -> None:
 
 
 def agent_command(root: Path, args) -> int:
+    from app.settings import load_settings
     from engine.agents import LOOPS, AgentConfig, Toolbox
     from engine.agents.catalog import ToolSettings, build_tools
     from engine.agents.mcp_client import MCPServerSpec
 
-    specs = [MCPServerSpec(name=f"mcp{i}", **({"url": s} if s.startswith(("http://", "https://")) else {"command": s}))
+    saved = load_settings(root)
+    configured = {server.name: server for server in saved.mcp_servers}
+    specs = [configured[s].to_spec() if s in configured else
+             MCPServerSpec(name=f"mcp{i}", **({"url": s} if s.startswith(("http://", "https://")) else {"command": s}))
              for i, s in enumerate(args.mcp, 1)]
     settings = ToolSettings(workspace=args.workspace or str(root / "agents" / "workspace"), documents=args.docs,
-                            allowed_hosts=args.allow_host, tools_folder=args.tools_folder or "", mcp_servers=specs)
+                            allowed_hosts=args.allow_host or saved.agent_allowed_hosts,
+                            tools_folder=args.tools_folder or "", mcp_servers=specs)
     built = build_tools([n.strip() for n in args.tools.split(",") if n.strip()], settings)
     for problem in built.problems:
         print(f"inkstone: {problem}", file=sys.stderr)

@@ -45,3 +45,22 @@ def test_agent_bench_scores_bfcl_against_a_server(scripted_server, home, capsys)
     result = json.loads(capsys.readouterr().out)
     assert result == {"bench": "bfcl:irrelevance", "model": url, "accuracy": 0.5, "items": 2}
     assert len(requests) == 2 and requests[0]["tools"][0]["function"]["parameters"]["type"] == "object"
+
+
+def test_agent_command_uses_mcp_servers_and_hosts_set_in_settings(scripted_server, home, capfd):
+    import sys
+    from pathlib import Path
+
+    from app.settings import MCPServerSetting, load_settings, save_settings
+
+    server = Path(__file__).with_name("mcp_server.py")
+    settings = load_settings(home)
+    settings.mcp_servers = [MCPServerSetting(name="demo", command=f"{sys.executable} {server} stdio")]
+    settings.agent_allowed_hosts = ["example.org"]
+    save_settings(home, settings)
+    url, requests = scripted_server
+    code = cli.main(["--data-dir", str(home), "agent", url, "What is 6*7?", "--tools", "calculator,http",
+                     "--mcp", "demo", "--no-save"])
+    assert code == 0, capfd.readouterr().err
+    offered = {tool["function"]["name"] for tool in requests[0]["tools"]}
+    assert {"add", "greet", "http_request"} <= offered  # the server named in Settings, and http thanks to its hosts
