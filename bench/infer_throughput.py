@@ -13,7 +13,8 @@ only, HF would need a padded 256 x 2048 batch).
 CPU, llama.cpp in the same run (bench/llama_cpp_side.py; --no-llama-cpp skips it), same threads: batch-1
 decode of our model streamed through `inkstone serve` against llama.cpp on the F16 GGUF of the same model (our
 exporter's) and on the bundled Q4_1 file; the mixed workload against llama.cpp serving the requests one at a
-time; prefill tok/s of a long prompt on both.
+time; prefill tok/s of a long prompt on both (ours alone, and streamed through the server: its time to first
+token).
 
 Ours runs with compiled CPU decode graphs (EngineConfig.compile_cpu; --eager for the eager engine), compiled
 before timing from inductor's cache under .data/inductor-cache (the first run compiles: minutes).
@@ -290,6 +291,12 @@ def llama_cpp_rows(engine: LLMEngine, model_dir: Path, mixed_w: Workload, args, 
             runs["ours"].append(served.decode_rate(prompt, args.served_tokens))
             for name, llm in llamas.items():
                 runs[name].append(llm.decode_rate(prompt, args.served_tokens))
+        # Prefill as the Chat page meets it: a 512-token prompt's time to its first streamed token.
+        served_prefill, cpp_prefill = [], []
+        for turn in range(args.repeat):
+            [prompt] = random_prompts(mixed("prefill", 1, (512, 512), (1, 1)), vocab, seed=301 + turn)
+            served_prefill.append(served.prefill_rate(prompt))
+            cpp_prefill.append(llamas["llama.cpp F16"].prefill_rate(prompt))
     finally:
         served.close()
     med = {name: statistics.median(r) for name, r in runs.items()}
@@ -298,6 +305,9 @@ def llama_cpp_rows(engine: LLMEngine, model_dir: Path, mixed_w: Workload, args, 
     rows.append((f"bs1 decode streamed through inkstone serve (in 16, out {args.served_tokens})", med, ours,
                  f"effective {gbs:.1f} GB/s of weights = {gbs / bandwidth:.0%} of the measured read bandwidth "
                  f"({bandwidth:.1f} GB/s)"))
+
+    rows.append(("prefill tok/s streamed through inkstone serve (512-token prompt, time to first token)",
+                 {"llama.cpp F16": statistics.median(cpp_prefill)}, statistics.median(served_prefill), ""))
 
     f16 = llamas["llama.cpp F16"]
     ours_runs, cpp_runs = [], []

@@ -3,8 +3,9 @@
 What a CPU user would pick instead of us is llama.cpp, so the CPU benchmark runs it in the same run, same
 threads: the F16 GGUF of the same model (written by our own exporter) and the bundled Q4_1 file. Our batch-1
 number is taken where the user meets it, streamed through `inkstone serve` (a server process, SSE chunks timed
-by the client), not from the engine alone. llama-cpp-python serves one request at a time, so its mixed-workload
-number is the requests run back to back.
+by the client), not from the engine alone; the server runs its engine core in a process of its own, as
+`inkstone serve` does (engine/serve/engine_core.py). llama-cpp-python serves one request at a time, so its
+mixed-workload number is the requests run back to back.
 """
 
 from __future__ import annotations
@@ -97,6 +98,17 @@ class ServedModel:
                 if line.startswith("data: {") and json.loads(line[6:])["choices"][0].get("text"):
                     stamps.append(time.perf_counter())
         return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+    def prefill_rate(self, prompt: list[int]) -> float:
+        """Prompt tok/s as the client sees it: the prompt's length over the time to its first streamed token."""
+        body = dict(model="m", prompt=prompt, max_tokens=1, temperature=0, ignore_eos=True, stream=True)
+        start_at = time.perf_counter()
+        with httpx.stream("POST", self.url, json=body, timeout=600) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    return len(prompt) / (time.perf_counter() - start_at)
+        raise RuntimeError("the server streamed no token")
 
     def wait_compiled(self, prompt: list[int], timeout: float = 1800) -> None:
         """Send short requests until the server log says the batch-1 graph is compiled (or it runs eagerly)."""

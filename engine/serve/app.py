@@ -18,12 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
-from engine.serve.async_engine import AsyncEngine
 from engine.serve.body import CheckedBodyRoute
 from engine.serve.chat import ChatHandler
 from engine.serve.completions import CompletionsHandler
+from engine.serve.core_client import EngineCoreClient, EngineUnavailable
 from engine.serve.limits import ServeLimits
 from engine.serve.protocol import APIError, ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from engine.serve.serving import unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +38,29 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     return APIError(f"{where}: {first.get('msg', 'invalid value')}", param=param, code="invalid_value")
 
 
-def create_app(engine, served_model_name: str, api_key: str | None = None,
+def create_app(engine: EngineCoreClient, served_model_name: str, api_key: str | None = None,
                limits: ServeLimits | None = None) -> FastAPI:
-    """An app over an LLMEngine (wrapped, run and stopped with the app) or an AsyncEngine (started if needed,
-    left running: its owner stops it)."""
+    """An app over a running engine core; the app reads it on its event loop and stops it when it stops."""
     limits = limits or ServeLimits()
     limits.check()
-    owns_engine = not isinstance(engine, AsyncEngine)
-    async_engine = AsyncEngine(engine) if owns_engine else engine
+    if not isinstance(engine, EngineCoreClient):
+        raise TypeError(f"engine: an EngineCoreClient is needed, got {type(engine).__name__}")
+    core = engine
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async_engine.start()
+        core.start()
         try:
             yield
         finally:
-            if owns_engine:
-                async_engine.shutdown()
+            core.shutdown()
 
     app = FastAPI(title="Inkstone model server", lifespan=lifespan)
     app.router.route_class = CheckedBodyRoute
-    app.state.async_engine = async_engine
+    app.state.engine = core
     app.state.limits = limits
-    chat = ChatHandler(async_engine, served_model_name, limits)
-    completions = CompletionsHandler(async_engine, served_model_name, limits)
+    chat = ChatHandler(core, served_model_name, limits)
+    completions = CompletionsHandler(core, served_model_name, limits)
 
     @app.exception_handler(APIError)
     async def on_api_error(request: Request, exc: APIError):
@@ -76,6 +76,10 @@ def create_app(engine, served_model_name: str, api_key: str | None = None,
         error = APIError(str(exc.detail), status=exc.status_code,
                          type="invalid_request_error" if exc.status_code < 500 else "server_error")
         return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(EngineUnavailable)
+    async def on_engine_gone(request: Request, exc: EngineUnavailable):
+        return JSONResponse(unavailable(str(exc)).body(), status_code=503)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception):
@@ -99,16 +103,19 @@ def create_app(engine, served_model_name: str, api_key: str | None = None,
 
     @app.get("/health")
     async def health():
+        reason = core.unavailable_reason
+        if reason is not None:
+            return JSONResponse(unavailable(reason).body(), status_code=503)
         return {"status": "ok"}
 
     @app.get("/metrics")
     async def metrics():
-        text = async_engine.metrics.render(async_engine.stats())
+        text = core.metrics.render(core.stats())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     async def list_models() -> ModelList:
-        return ModelList(data=[ModelCard(id=served_model_name, max_model_len=async_engine.max_model_len)])
+        return ModelList(data=[ModelCard(id=served_model_name, max_model_len=core.max_model_len)])
 
     @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
     async def chat_completions(req: ChatCompletionRequest, raw_request: Request):

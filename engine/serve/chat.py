@@ -19,8 +19,8 @@ from fastapi import Request
 from engine.infer import RequestOutput
 from engine.infer.structured import StructuredOutput
 from engine.serve import constraints, serving
-from engine.serve.async_engine import AsyncEngine
 from engine.serve.chat_template import build_chat_prompt
+from engine.serve.core_client import EngineCoreClient
 from engine.serve.limits import ServeLimits
 from engine.serve.protocol import (
     APIError,
@@ -182,7 +182,7 @@ class ChatRun:
 
 
 class ChatHandler:
-    def __init__(self, engine: AsyncEngine, model_name: str, limits: ServeLimits):
+    def __init__(self, engine: EngineCoreClient, model_name: str, limits: ServeLimits):
         self.engine = engine
         self.model_name = model_name
         self.limits = limits

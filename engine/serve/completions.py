@@ -15,7 +15,7 @@ from fastapi import Request
 
 from engine.infer import RequestOutput, TokenLogprob
 from engine.serve import constraints, serving
-from engine.serve.async_engine import AsyncEngine
+from engine.serve.core_client import EngineCoreClient
 from engine.serve.limits import ServeLimits
 from engine.serve.protocol import (
     APIError,
@@ -71,7 +71,7 @@ def normalize_prompts(req: CompletionRequest, tokenizer, max_prompts: int) -> li
 
 
 class CompletionsHandler:
-    def __init__(self, engine: AsyncEngine, model_name: str, limits: ServeLimits):
+    def __init__(self, engine: EngineCoreClient, model_name: str, limits: ServeLimits):
         self.engine = engine
         self.model_name = model_name
         self.limits = limits

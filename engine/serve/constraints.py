@@ -14,7 +14,6 @@ call keeps adding them until max_tokens.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from engine.infer.structured import StructuredOutput, ToolCalls, ToolFunction
@@ -87,13 +86,13 @@ def _response_format(req: ChatCompletionRequest) -> StructuredOutput:
 
 
 async def compile_constraint(engine, found: tuple[StructuredOutput, str] | None) -> StructuredOutput | None:
-    """Compile the constraint off the event loop (cached after the first time); a 400 naming the field if the
-    grammar library refuses it."""
+    """Compile the constraint in the engine core, where the matchers live, before the request is queued (cached
+    after the first time); a 400 naming the field if the grammar library refuses it."""
     if found is None:
         return None
     spec, param = found
     try:
-        await asyncio.to_thread(engine.engine.compile_structured, spec)
+        await engine.compile_structured(spec)
     except ValueError as exc:
         detail = str(exc).split(": ", 1)[-1]
         raise APIError(f"{param}: unsupported or invalid constraint: {detail}", param=param) from None

@@ -1,6 +1,7 @@
 """Run the model server as one long call: load the engine, serve HTTP until told to stop.
 
-`run_server` is what a job (or `inkstone serve`) runs: it reports loading and then "listening on
+`run_server` is what a job (or `inkstone serve`) runs: it starts the engine core process (engine_core.py: the
+model and its step loop, apart from this process's HTTP event loop), reports loading and then "listening on
 http://host:port" through the progress callback, posts the engine's stats every few seconds, and returns
 cleanly once the cancel flag is set. A host other than loopback needs an API key: the server would otherwise
 hand the model to anyone on the network.
@@ -90,8 +91,9 @@ def run_server(args: ServeArgs, progress: Progress = no_progress, cancel: thread
     """Load the model, serve until `cancel` is set (forever without one), then shut down cleanly."""
     import uvicorn
 
-    from engine.infer import EngineConfig, LLMEngine
+    from engine.infer import EngineConfig
     from engine.serve.app import create_app
+    from engine.serve.core_client import EngineCoreClient
 
     check_args(args)
     with bind_socket(args.host, args.port) as sock:
@@ -101,17 +103,19 @@ def run_server(args: ServeArgs, progress: Progress = no_progress, cancel: thread
                               enable_prefix_caching=args.enable_prefix_caching,
                               cpu_kv_cache_gb=args.cpu_kv_cache_gb, enforce_eager=args.enforce_eager,
                               compile_cpu=not args.enforce_eager, compile_cache_dir=args.compile_cache_dir)
-        engine = LLMEngine(args.model_path, config)
-        graphs = getattr(engine.runner, "cpu_graphs", None)
-        if graphs is not None:  # compiles start with the first request of each batch size; say so when they do
-            graphs.progress = lambda fraction, message: progress(None, message)
-        name = args.served_model_name or Path(args.model_path).name
-        progress(1.0, f"loaded {name} (context {engine.max_model_len} tokens)")
-        if cancel is not None and cancel.is_set():
-            return
-        app = create_app(engine, name, api_key=args.api_key, limits=args.limits())
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-        asyncio.run(_serve(server, sock, app, progress, cancel))
+        config.validate()
+        # The engine runs in a process of its own (engine_core.py); compiles it starts later are reported here.
+        core = EngineCoreClient(args.model_path, config, progress=lambda message: progress(None, message))
+        try:
+            name = args.served_model_name or Path(args.model_path).name
+            progress(1.0, f"loaded {name} (context {core.max_model_len} tokens)")
+            if cancel is not None and cancel.is_set():
+                return
+            app = create_app(core, name, api_key=args.api_key, limits=args.limits())
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+            asyncio.run(_serve(server, sock, app, progress, cancel))
+        finally:
+            core.shutdown()
 
 
 async def _serve(server, sock: socket.socket, app, progress: Progress, cancel: threading.Event | None) -> None:
@@ -129,7 +133,7 @@ async def _serve(server, sock: socket.socket, app, progress: Progress, cancel: t
         if cancel is not None and cancel.is_set():
             server.should_exit = True
         if loop.time() >= next_stats:
-            stats = app.state.async_engine.stats()
+            stats = app.state.engine.stats()
             progress(None, None, {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
             next_stats += STATS_EVERY_SECONDS
         await asyncio.wait([task], timeout=CANCEL_POLL_SECONDS)

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from engine.infer import RequestOutput, SamplingParams
 from engine.infer.structured import StructuredOutput
-from engine.serve.async_engine import AsyncEngine, RequestStream
+from engine.serve.core_client import CORE_GONE, EngineCoreClient, RequestStream
 from engine.serve.protocol import APIError, SamplingFields
 
 DISCONNECT_POLL_SECONDS = 0.5
@@ -68,7 +68,7 @@ def resolve_max_tokens(requested: int | None, num_prompt_tokens: int, max_model_
     return requested
 
 
-async def start_requests(engine: AsyncEngine, prompts: list[list[int]], params: SamplingParams,
+async def start_requests(engine: EngineCoreClient, prompts: list[list[int]], params: SamplingParams,
                          request_id: str) -> list[RequestStream]:
     """Add one engine request per prompt; if one is refused, abort those already added."""
     streams: list[RequestStream] = []
@@ -84,7 +84,7 @@ async def start_requests(engine: AsyncEngine, prompts: list[list[int]], params: 
     return streams
 
 
-def abort_all(engine: AsyncEngine, streams: list[RequestStream]) -> None:
+def abort_all(engine: EngineCoreClient, streams: list[RequestStream]) -> None:
     for stream in streams:
         if not stream.done:
             engine.abort(stream.request_id)
@@ -117,7 +117,7 @@ async def merged(streams: list[RequestStream]) -> AsyncIterator[tuple[int, Reque
             task.cancel()
 
 
-async def collect(engine: AsyncEngine, streams: list[RequestStream],
+async def collect(engine: EngineCoreClient, streams: list[RequestStream],
                   raw_request: Request) -> list[tuple[int, RequestOutput]]:
     """All outputs of a non-streaming response; a client that hangs up meanwhile aborts its requests."""
 
@@ -139,7 +139,7 @@ def sse(payload: BaseModel | dict[str, Any]) -> str:
     return f"data: {data}\n\n"
 
 
-def event_stream(engine: AsyncEngine, streams: list[RequestStream],
+def event_stream(engine: EngineCoreClient, streams: list[RequestStream],
                  events: Callable[[], AsyncIterator[str]]) -> StreamingResponse:
     """An SSE response whose requests are aborted if it stops early (client gone, error), then `[DONE]`."""
 
@@ -156,8 +156,17 @@ def event_stream(engine: AsyncEngine, streams: list[RequestStream],
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+def unavailable(reason: str) -> APIError:
+    """A 503 for every request while the engine core is gone (crashed, killed, or the server is stopping)."""
+    return APIError(f"The model server cannot serve requests: {reason}.", status=503, type="server_error",
+                    code="engine_unavailable")
+
+
 def generation_failed(error: str | None) -> APIError:
-    """A sample that ended with finish_reason "error" (e.g. NaN logits): a 500, or an error event mid-stream."""
+    """A sample that ended with finish_reason "error" (e.g. NaN logits): a 500, or an error event mid-stream; a
+    503 when the engine core died under it."""
+    if error and error.startswith(CORE_GONE):  # not this request's fault: the server cannot serve at all now
+        return unavailable(error)
     return APIError(f"generation failed: {error or 'unknown error'}", status=500, type="server_error",
                     code="generation_error")
 

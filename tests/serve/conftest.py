@@ -1,4 +1,5 @@
-"""A real model server on loopback for the tests of a module: tiny random llama, uvicorn in a thread."""
+"""A real model server on loopback for the tests of a module: tiny random llama, its engine core in a process of
+its own (as `inkstone serve` runs it), uvicorn in a thread."""
 
 from __future__ import annotations
 
@@ -17,17 +18,18 @@ class Served:
     base_url: str
     """http://127.0.0.1:PORT (no /v1)."""
     app: object
-    """The FastAPI app; app.state.async_engine is the engine behind it."""
+    """The FastAPI app; app.state.engine is the client of the engine core behind it."""
     model_dir: str
     """The HF folder served."""
 
     @property
-    def async_engine(self):
-        return self.app.state.async_engine
+    def engine(self):
+        """The EngineCoreClient: stats(), metrics, tokenizer, and the core's process."""
+        return self.app.state.engine
 
     @property
     def tokenizer(self):
-        return self.async_engine.tokenizer
+        return self.engine.tokenizer
 
 
 class ServerThread:
@@ -50,18 +52,32 @@ class ServerThread:
         self.thread.join(timeout=30)
 
 
-def tiny_engine(model_dir, **overrides):
-    from engine.infer import EngineConfig, LLMEngine
+def engine_config(**overrides):
+    from engine.infer import EngineConfig
 
     config = dict(device="cpu", dtype="float32", max_model_len=512, num_kv_blocks=256, block_size=16)
     config.update(overrides)
-    return LLMEngine(str(model_dir), EngineConfig(**config))
+    return EngineConfig(**config)
+
+
+def tiny_engine(model_dir, **overrides):
+    """An engine in this process (offline generate, references for what the server returns)."""
+    from engine.infer import LLMEngine
+
+    return LLMEngine(str(model_dir), engine_config(**overrides))
+
+
+def start_core(model_dir, **overrides):
+    """An engine core process over model_dir with the tests' small config; its client."""
+    from engine.serve.core_client import EngineCoreClient
+
+    return EngineCoreClient(str(model_dir), engine_config(**overrides))
 
 
 def start_server(model_dir, api_key=None, **engine_overrides):
     from engine.serve.app import create_app
 
-    app = create_app(tiny_engine(model_dir, **engine_overrides), SERVED_NAME, api_key=api_key)
+    app = create_app(start_core(model_dir, **engine_overrides), SERVED_NAME, api_key=api_key)
     thread = ServerThread(app)
     return thread, Served(base_url=f"http://127.0.0.1:{thread.port}", app=app, model_dir=str(model_dir))
 

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from engine.serve.limits import ServeLimits
-from tests.serve.conftest import SERVED_NAME, Served, ServerThread, tiny_engine
+from tests.serve.conftest import SERVED_NAME, Served, ServerThread, start_core
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
@@ -183,7 +183,7 @@ LIMITS = ServeLimits(max_request_bytes=64 * 1024, max_prompts=4, default_max_tok
 def limited(tiny_model_dir):
     from engine.serve.app import create_app
 
-    app = create_app(tiny_engine(tiny_model_dir("llama")), SERVED_NAME, limits=LIMITS)
+    app = create_app(start_core(tiny_model_dir("llama")), SERVED_NAME, limits=LIMITS)
     thread = ServerThread(app)
     yield Served(base_url=f"http://127.0.0.1:{thread.port}", app=app, model_dir=str(tiny_model_dir("llama")))
     thread.stop()
@@ -195,7 +195,7 @@ def limited_client(limited):
 
 
 def test_body_over_the_limit_is_413_before_tokenizing(limited):
-    tokens_before = limited.async_engine.stats()["prompt_tokens"]
+    tokens_before = limited.engine.stats()["prompt_tokens"]
     big = json.dumps({"model": SERVED_NAME, "prompt": "word " * 200_000}).encode()  # 1 MB
     error = error_of(send(limited, "/v1/completions", big), 413)
     assert error["code"] == "request_too_large" and str(LIMITS.max_request_bytes) in error["message"]
@@ -211,7 +211,7 @@ def test_body_over_the_limit_is_413_before_tokenizing(limited):
         headers={"content-type": "application/json"},
     )
     assert error_of(response, 413)["code"] == "request_too_large"
-    assert limited.async_engine.stats()["prompt_tokens"] == tokens_before
+    assert limited.engine.stats()["prompt_tokens"] == tokens_before
 
 
 def test_body_over_the_limit_through_the_client(limited_client):
@@ -229,11 +229,11 @@ def test_body_just_under_the_limit_is_served(limited):
 
 
 def test_too_many_prompts_is_400_before_tokenizing(limited, limited_client):
-    tokens_before = limited.async_engine.stats()["prompt_tokens"]
+    tokens_before = limited.engine.stats()["prompt_tokens"]
     with pytest.raises(openai.BadRequestError) as err:
         limited_client.completions.create(model=SERVED_NAME, prompt=["hi"] * 5, max_tokens=1)
     assert err.value.param == "prompt" and err.value.code == "too_many_prompts" and "at most 4" in err.value.message
-    assert limited.async_engine.stats()["prompt_tokens"] == tokens_before
+    assert limited.engine.stats()["prompt_tokens"] == tokens_before
     reply = limited_client.completions.create(model=SERVED_NAME, prompt=["hi"] * 4, max_tokens=1)
     assert len(reply.choices) == 4
     with pytest.raises(openai.BadRequestError):  # token-id prompts count the same way

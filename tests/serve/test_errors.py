@@ -119,4 +119,4 @@ def test_sampling_failure_is_a_500_or_a_stream_error(nan_served):
         list(client.chat.completions.create(model=SERVED_NAME, messages=MESSAGES, max_tokens=4, stream=True))
     with pytest.raises(openai.APIError, match="generation failed"):
         list(client.completions.create(model=SERVED_NAME, prompt="hi", max_tokens=4, stream=True))
-    assert nan_served.async_engine.stats()["running"] == 0
+    assert nan_served.engine.stats()["running"] == 0

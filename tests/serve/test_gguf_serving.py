@@ -93,11 +93,12 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path):
         LLMEngine(str(bad), EngineConfig(device="cpu"))
 
 
-def test_openai_client_over_http_with_queueing_and_abort(engine):
+def test_openai_client_over_http_with_queueing_and_abort():
     from engine.serve.app import create_app
+    from engine.serve.core_client import EngineCoreClient
 
     path = str(bundled_gguf_path())
-    server = ServerThread(create_app(engine, path))
+    server = ServerThread(create_app(EngineCoreClient(path, EngineConfig(device="cpu", max_model_len=1024)), path))
     base = f"http://127.0.0.1:{server.port}/v1"
     try:
         client = openai.OpenAI(base_url=base, api_key="x", max_retries=0, timeout=120)
@@ -121,7 +122,7 @@ def test_openai_client_over_http_with_queueing_and_abort(engine):
 
         # A client that goes away mid-stream frees the context for the next request.
         with httpx.stream("POST", base + "/completions", json={"model": path, "prompt": "Once upon a time",
-                                                              "max_tokens": 400, "stream": True}) as r:
+                                                              "max_tokens": 400, "stream": True}, timeout=60) as r:
             next(r.iter_lines())
         after = client.completions.create(model=path, prompt="Hello", max_tokens=4, temperature=0)
         assert after.usage.completion_tokens == 4

@@ -23,11 +23,11 @@ def narrow(tiny_model_dir):
 def wait_idle(served, timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stats = served.async_engine.stats()
+        stats = served.engine.stats()
         if stats["running"] == 0 and stats["waiting"] == 0:
             return stats
         time.sleep(0.05)
-    raise AssertionError(f"engine still busy: {served.async_engine.stats()}")
+    raise AssertionError(f"engine still busy: {served.engine.stats()}")
 
 
 def test_burst_of_8_is_queued_and_all_complete(narrow):
@@ -53,7 +53,7 @@ def test_burst_of_8_is_queued_and_all_complete(narrow):
 
 
 def aborted(served) -> int:
-    return served.async_engine.metrics.finished["abort"]
+    return served.engine.metrics.finished["abort"]
 
 
 def wait_aborted(served, count: int, timeout: float = 20.0) -> None:
@@ -64,7 +64,7 @@ def wait_aborted(served, count: int, timeout: float = 20.0) -> None:
 
 
 def test_stream_disconnect_aborts_the_request(narrow):
-    before, tokens_before = aborted(narrow), narrow.async_engine.stats()["generation_tokens"]
+    before, tokens_before = aborted(narrow), narrow.engine.stats()["generation_tokens"]
     body = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "go"}], "max_tokens": 400,
             "stream": True, "ignore_eos": True}
     with httpx.stream("POST", narrow.base_url + "/v1/chat/completions", json=body, timeout=60) as response:

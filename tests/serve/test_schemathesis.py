@@ -17,7 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from engine.serve.limits import ServeLimits
-from tests.serve.conftest import SERVED_NAME, ServerThread, tiny_engine
+from tests.serve.conftest import SERVED_NAME, ServerThread, start_core
 
 OPERATIONS = [
     ("GET", "/health"),
@@ -33,7 +33,7 @@ EXAMPLES = 30
 def fuzzed_server(tiny_model_dir):
     from engine.serve.app import create_app
 
-    engine = tiny_engine(tiny_model_dir("llama"), max_model_len=64, num_kv_blocks=512, block_size=16)
+    engine = start_core(tiny_model_dir("llama"), max_model_len=64, num_kv_blocks=512, block_size=16)
     app = create_app(engine, SERVED_NAME, limits=ServeLimits(default_max_tokens=8))
     thread = ServerThread(app)
     yield f"http://127.0.0.1:{thread.port}"
