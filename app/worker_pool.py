@@ -15,6 +15,7 @@ call.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -33,14 +34,19 @@ def _executor() -> ProcessPoolExecutor:
     with _lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_ignore_interrupts)
+                                        initializer=_init_worker, initargs=(os.getpid(),))
         return _pool
 
 
-def _ignore_interrupts() -> None:
+def _init_worker(parent_pid: int) -> None:
+    from engine.procs import exit_when_gone
+
     # A Ctrl-C in the terminal reaches the whole process group: the web process stops the worker itself (or the
     # worker sees its pipe close), so it should not die mid-call with a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A web process killed outright (kill -9, out of memory) cannot stop it: it goes the moment its parent does.
+    # (Not PR_SET_PDEATHSIG: that fires when the thread that spawned the worker ends, a pool thread here.)
+    exit_when_gone(parent_pid)
 
 
 def _discard(pool: ProcessPoolExecutor) -> None:
