@@ -152,6 +152,7 @@ class ParallelBackend:
 
     @property
     def workers(self) -> int:
+        """How many engine processes share the work (the runner sends each a full chunk per call)."""
         return len(self._workers)
 
     def pids(self) -> list[int]:

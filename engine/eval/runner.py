@@ -139,9 +139,10 @@ class Evaluator:
         found = self.cache.get_many(list(dict.fromkeys(keys)))
         todo = [(k, p) for k, p in zip(keys, payloads, strict=True) if k not in found]
         rate.advance(round((len(keys) - len(todo)) / max(per_question, 1e-9)), task.name)
-        for first in range(0, len(todo), CHUNK):
+        size = CHUNK * getattr(self.backend, "workers", 1)  # each data-parallel worker gets a full chunk
+        for first in range(0, len(todo), size):
             check_cancel(self.cancel)
-            chunk = todo[first:first + CHUNK]
+            chunk = todo[first:first + size]
             values = dict(zip([k for k, _ in chunk], compute([p for _, p in chunk]), strict=True))
             self.cache.put_many(values)
             found.update(values)

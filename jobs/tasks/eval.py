@@ -156,4 +156,4 @@ def run(args: EvalConfig, ctx: JobContext) -> dict:
 
 
 KIND = register(JobKind("eval", "Evaluate", EvalConfig, "jobs.tasks.eval:run",
-                        gpus=lambda args: 0 if args.device == "cpu" else 1))
+                        gpus=lambda args: 0 if args.device == "cpu" else args.workers))
