@@ -307,10 +307,8 @@ class EngineCoreClient:
         elif kind == "step_failed":
             _, error, self._stats = message
             self._end_all(error)
-        elif kind == "progress":
-            log.info("%s", message[1])
-            if self.progress is not None:
-                self.progress(message[1])
+        elif kind == "progress" and self.progress is not None:  # the core logged it already (same stderr)
+            self.progress(message[1])
 
     def _deliver(self, out: RequestOutput) -> None:
         live = self._live.get(out.request_id)
