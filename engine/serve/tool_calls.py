@@ -4,7 +4,9 @@ This is the format Qwen2/2.5/3, Hermes and SmolLM3 templates teach their models,
 tool prompt (chat_template.py) asks for. One streaming parser serves both paths: a non-streaming response
 feeds the whole text at once. While streaming it holds back any tail that may be the start of `<tool_call>`,
 so a client never sees half a tag as content, and emits a call only once its closing tag (or the end of the
-output) shows it complete. A block whose JSON does not parse is given back as plain content, never lost.
+output) shows it complete. A call ends at the first `</tool_call>` after which its JSON is complete, so the tag
+inside a string argument (code that prints it) does not cut the call short. A block whose JSON never parses is
+given back as plain content, never lost.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class StreamingToolCallParser:
     def __init__(self) -> None:
         self.buffer = ""
         self.in_call = False
+        self.final = False  # the output has ended: a block that never parses ends at its first closing tag
         self.num_calls = 0
         # Whitespace between or around calls is held so a pure tool-call answer shows no stray "\n" content.
         self.pending_space = ""
@@ -64,12 +67,11 @@ class StreamingToolCallParser:
                 self.buffer = self.buffer[start + len(TOOL_CALL_START):]
                 self.in_call = True
             else:
-                end = self.buffer.find(TOOL_CALL_END)
+                end, call = self._call_end()
                 if end < 0:
                     break
                 payload, self.buffer = self.buffer[:end], self.buffer[end + len(TOOL_CALL_END):]
                 self.in_call = False
-                call = _parse_call(payload)
                 if call is None:
                     content += TOOL_CALL_START + payload + TOOL_CALL_END
                 else:
@@ -77,24 +79,41 @@ class StreamingToolCallParser:
         self.num_calls += len(calls)
         return self._release(content), calls
 
+    def _call_end(self) -> tuple[int, ToolCall | None]:
+        """Where the open call's closing tag is (-1: not seen yet) and the call, None if its JSON is broken."""
+        end = self.buffer.find(TOOL_CALL_END)
+        first = end
+        if self.final and _parse_call(self.buffer) is not None:
+            return -1, None  # the whole rest is one call left unclosed; its tags sit inside strings
+        while end >= 0:
+            call = _parse_call(self.buffer[:end])
+            if call is not None:
+                return end, call
+            end = self.buffer.find(TOOL_CALL_END, end + 1)
+        # No closing tag completes the JSON. While streaming, the real one may still come (the tags so far sat
+        # inside a string); once the output has ended, the block ends at its first tag and is content.
+        return (first, None) if self.final else (-1, None)
+
     def finish(self) -> tuple[str, list[ToolCall]]:
         """The output ended: an unclosed call counts if its JSON is complete; anything else is content."""
-        content, calls = "", []
+        self.final = True
+        content, calls = self.feed("")  # broken blocks that have a closing tag are cut there, and read past
+        tail, last = "", []
         if self.in_call:
             call = _parse_call(self.buffer)
             if call is None:
-                content = TOOL_CALL_START + self.buffer
+                tail = TOOL_CALL_START + self.buffer
             else:
-                calls.append(call)
+                last.append(call)
         else:
-            content = self.buffer
+            tail = self.buffer
         self.buffer, self.in_call = "", False
-        self.num_calls += len(calls)
-        released = self._release(content)
+        self.num_calls += len(last)
+        released = content + self._release(tail)
         if self.num_calls == 0:
             released += self.pending_space
         self.pending_space = ""
-        return released, calls
+        return released, calls + last
 
     def _release(self, content: str) -> str:
         if not content:

@@ -61,12 +61,29 @@ def test_unclosed_call_at_end():
     assert parse_tool_calls(truncated) == (truncated, [])
 
 
+# Code that mentions the closing tag (the bundled model wrote exactly this under the grammar).
+TAG_IN_STRING = '<tool_call>{"name": "python", "arguments": {"code": ")(2, 3)}}</tool_call>  # 5"}}</tool_call>'
+
+
+def test_a_closing_tag_inside_a_string_does_not_cut_the_call():
+    content, calls = parse_tool_calls(TAG_IN_STRING)
+    assert content is None and json.loads(calls[0].function.arguments) == {"code": ")(2, 3)}}</tool_call>  # 5"}
+    unclosed = TAG_IN_STRING.removesuffix("</tool_call>")  # and with the real closing tag never written
+    assert parse_tool_calls(unclosed)[1][0].function.arguments == calls[0].function.arguments
+
+
+def test_a_broken_block_is_content_and_a_call_after_it_still_counts():
+    content, calls = parse_tool_calls(f"<tool_call>{{broken</tool_call> then {CALL}")
+    assert content == "<tool_call>{broken</tool_call> then" and [c.function.name for c in calls] == ["get_weather"]
+
+
 def test_lookalike_tag_is_released():
     assert stream("a <tool_cal b", [5, 9]) == ("a <tool_cal b", [])
     assert stream("x <tool", [4]) == ("x <tool", [])
 
 
-@pytest.mark.parametrize("text", [CALL, f"Sure. {CALL} and more", f"{CALL}\n{CALL}", "no calls here <b>"])
+@pytest.mark.parametrize("text", [CALL, f"Sure. {CALL} and more", f"{CALL}\n{CALL}", "no calls here <b>",
+                                  TAG_IN_STRING, f"<tool_call>{{broken</tool_call> then {CALL}"])
 def test_every_two_cut_split_matches_whole(text):
     whole_content, whole_calls = parse_tool_calls(text)
     whole = (whole_content or "", [(c.function.name, c.function.arguments) for c in whole_calls])
