@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import shlex
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +50,17 @@ class MCPServerSpec:
             )
         if self.url and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"MCP server {self.name!r}: url {self.url!r} must start with http:// or https://")
+
+
+def _errlog():
+    """A stream with a real file descriptor for a server's stderr: ours, else the process's original one."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None and stream.fileno() >= 0 and not stream.closed:
+                return stream
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+            continue
+    return subprocess.DEVNULL
 
 
 def _describe(exc: BaseException) -> str:
@@ -113,7 +126,7 @@ class MCPConnection:
         return self
 
     def _target(self):
-        from mcp.client.stdio import StdioServerParameters
+        from mcp.client.stdio import StdioServerParameters, stdio_client
 
         if self.spec.url:
             if not self.spec.headers:
@@ -124,7 +137,9 @@ class MCPConnection:
             # Built inside the session's event loop, where the HTTP client will run.
             return streamable_http_client(self.spec.url, http_client=httpx2.AsyncClient(headers=self.spec.headers))
         command, *args = shlex.split(self.spec.command)
-        return StdioServerParameters(command=command, args=args, env=self.spec.env)
+        # The server's stderr goes to ours as it is now: the SDK's default was bound when it was first imported,
+        # possibly to a stream that is closed since (a test's capture, a redirected CLI).
+        return stdio_client(StdioServerParameters(command=command, args=args, env=self.spec.env), errlog=_errlog())
 
     def _thread_main(self) -> None:
         self._loop = asyncio.new_event_loop()

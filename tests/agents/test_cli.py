@@ -47,7 +47,7 @@ def test_agent_bench_scores_bfcl_against_a_server(scripted_server, home, capsys)
     assert len(requests) == 2 and requests[0]["tools"][0]["function"]["parameters"]["type"] == "object"
 
 
-def test_agent_command_uses_mcp_servers_and_hosts_set_in_settings(scripted_server, home, capfd):
+def test_agent_command_uses_mcp_servers_and_hosts_set_in_settings(scripted_server, home, capsys):
     import sys
     from pathlib import Path
 
@@ -61,6 +61,6 @@ def test_agent_command_uses_mcp_servers_and_hosts_set_in_settings(scripted_serve
     url, requests = scripted_server
     code = cli.main(["--data-dir", str(home), "agent", url, "What is 6*7?", "--tools", "calculator,http",
                      "--mcp", "demo", "--no-save"])
-    assert code == 0, capfd.readouterr().err
+    assert code == 0, capsys.readouterr().err
     offered = {tool["function"]["name"] for tool in requests[0]["tools"]}
     assert {"add", "greet", "http_request"} <= offered  # the server named in Settings, and http thanks to its hosts
