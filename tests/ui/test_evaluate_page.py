@@ -112,3 +112,21 @@ async def test_the_page_says_which_code_sandbox_is_active(home, user: User):
     await user.open("/evaluate")
     await user.should_see(marker="sandbox-status")
     await user.should_see(expected, retries=300)  # the probe starts one real sandbox: up to 30 s on busy cores
+
+
+async def test_exported_ggufs_are_offered_beside_registered_models(home, user: User, bundled_model_dir, tmp_path):
+    from app.tables import Export
+
+    register_folder(home, bundled_model_dir, name="smol")
+    gguf = tmp_path / "smol-q8_0.gguf"
+    gguf.write_bytes(b"GGUF")
+    with session(home) as s:
+        s.add(Export(quant="q8_0", path=str(gguf)))
+        s.add(Export(quant="f16", path=str(tmp_path / "deleted-f16.gguf")))  # gone from disk: not offered
+    await user.open("/evaluate")
+    await until(lambda: one(user, "eval-models").options)
+    assert one(user, "eval-models").options == {"smol": "smol", str(gguf): "smol-q8_0.gguf (GGUF)"}
+    one(user, "eval-models").value = [str(gguf)]
+    user.find(marker="eval-submit").click()
+    await until(lambda: jobs_in(home))
+    assert jobs_in(home)[0].params["model"] == str(gguf)

@@ -19,7 +19,7 @@ from nicegui import ui
 
 from app import evals, worker_pool
 from app.queries import list_datasets
-from app.registry import list_models, resolve_model
+from app.registry import gguf_files, list_models, resolve_model
 from engine.eval.config import EvalConfig
 from jobs import api
 from ui import state
@@ -170,7 +170,9 @@ class EvaluateView:
     async def start(self, preselect: list[int] | None = None) -> None:
         models = await io_bound(list_models, self.root)
         names = [m.name for m in models]
-        self.models.set_options({name: name for name in names})
+        exports = await io_bound(gguf_files, self.root)  # every exported GGUF still on disk, run by llama.cpp
+        self.models.set_options({name: name for name in names}
+                                | {path: f"{Path(path).name} (GGUF)" for path in exports})
         for name in ("judge", "against"):
             if name in self.judge_inputs:
                 self.judge_inputs[name].set_autocomplete(names)
