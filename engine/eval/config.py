@@ -21,6 +21,9 @@ class EvalConfig:
     model: str = "smollm2-135m-instruct"
     """Registered model name or id, a model folder, an exported .gguf file (run by llama.cpp) or an
     OpenAI-compatible URL (http://host:port/v1)."""
+    adapter: str = ""
+    """A LoRA adapter folder (e.g. a finetune's jobs/N/adapter) applied to the model: merged once, cached, then
+    evaluated like any model."""
     tasks: str = "arc_easy"
     """Comma-separated tasks (mmlu, mmlu_<subject>, arc_easy, arc_challenge, hellaswag, winogrande, piqa, gsm8k,
     math500, humaneval, mbpp; agent tasks bfcl_simple, bfcl_multiple, bfcl_parallel, bfcl_parallel_multiple,
@@ -77,6 +80,8 @@ class EvalConfig:
         expand(self.tasks)
         if self.shots < 0 or self.limit < 0 or self.max_tokens < 0:
             raise ValueError("shots, limit, max_tokens: must be >= 0")
+        if self.adapter and (self.model.startswith(("http://", "https://")) or self.model.lower().endswith(".gguf")):
+            raise ValueError("adapter: applies to an HF model (registered, or a folder), not to a GGUF file or a URL")
         if self.workers < 1:
             raise ValueError(f"workers: must be >= 1, got {self.workers}")
         if self.samples < 1:

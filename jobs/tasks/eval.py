@@ -79,13 +79,37 @@ JUDGE_KEY_ENV = "INKSTONE_JUDGE_API_KEY"
 """An API key for a judge URL alone; else INKSTONE_EVAL_API_KEY serves every URL of the run."""
 
 
-def _backend_opener(root: Path, args: EvalConfig):
+def with_adapter(root: Path, base: str, adapter: str, progress=None) -> str:
+    """The base model with a LoRA adapter merged in: made once under the data dir, reused by later evaluations."""
+    import hashlib
+
+    from engine.eval.backends import folder_identity
+    from engine.models.merge import check_adapter, merge_adapter
+
+    if is_url(base) or not Path(base).is_dir():
+        raise ValueError("adapter: applies to an HF model (registered, or a folder), not to a GGUF file or a URL")
+    folder = Path(adapter).expanduser().resolve()
+    if not folder.is_dir():
+        raise ValueError(f"adapter: {adapter} is not a folder")
+    check_adapter(folder)
+    # Same base and adapter files (paths, sizes, times) -> the same merged folder.
+    key = hashlib.sha256((folder_identity(base, "") + folder_identity(folder, "")).encode()).hexdigest()[:16]
+    merged = root / "cache" / "merged-adapters" / f"{Path(base).name}+{folder.name}-{key}"
+    if not (merged / "config.json").is_file():
+        merged.parent.mkdir(parents=True, exist_ok=True)
+        merge_adapter(base, folder, merged, progress or (lambda *a, **k: None))  # written aside, then renamed
+    return str(merged)
+
+
+def _backend_opener(root: Path, args: EvalConfig, progress=None):
     """(reference, role) -> backend for the model, the model compared against and the judge, each on demand."""
 
     def open_backend(ref: str, role: str):
         from engine.eval.backends import EngineBackend
 
         path, _, _ = _resolve(root, ref)
+        if args.adapter and role == "model":
+            path = with_adapter(root, path, args.adapter, progress)
         if is_url(ref):
             from engine.eval.openai_backend import OpenAIBackend
 
@@ -131,14 +155,16 @@ def run(args: EvalConfig, ctx: JobContext) -> dict:
     settings = {**args.settings(), "tasks": args.tasks}
     if args.judge:  # the prompts the judge will be given, recorded even if it never answers
         settings["judge_protocol"] = {"judge": args.judge, "against": args.against, **protocol()}
-    run_row = evals.start_run(ctx.root, model_ref=args.model, tasks=args.tasks, mode=args.mode, settings=settings,
+    model_ref = f"{args.model} + {Path(args.adapter).name}" if args.adapter else args.model
+    run_row = evals.start_run(ctx.root, model_ref=model_ref, tasks=args.tasks, mode=args.mode, settings=settings,
                               settings_hash=settings_hash, job_id=ctx.job_id, model_id=model_id,
                               export_id=export_id, dataset_id=dataset_id)
     try:
         ctx.progress(0.0, f"loading {args.model}")
         save = lambda r: evals.save_task(ctx.root, run_row.id, r.task, r.licence, r.metrics, r.samples, settings_hash)
-        outcome = evaluate(args, _backend_opener(ctx.root, args), evals.SqliteResponseCache(ctx.root), ctx.progress,
-                           ctx.cancel, on_task=save, on_judge=lambda rec: _record_judge(ctx.root, run_row.id, rec))
+        outcome = evaluate(args, _backend_opener(ctx.root, args, ctx.progress), evals.SqliteResponseCache(ctx.root),
+                           ctx.progress, ctx.cancel, on_task=save,
+                           on_judge=lambda rec: _record_judge(ctx.root, run_row.id, rec))
         for group, metrics in outcome["groups"].items():
             evals.save_task(ctx.root, run_row.id, group, outcome["tasks"][0].licence, metrics, [], settings_hash)
     except BaseException:

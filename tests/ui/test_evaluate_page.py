@@ -127,6 +127,16 @@ async def test_exported_ggufs_are_offered_beside_registered_models(home, user: U
     await until(lambda: one(user, "eval-models").options)
     assert one(user, "eval-models").options == {"smol": "smol", str(gguf): "smol-q8_0.gguf (GGUF)"}
     one(user, "eval-models").value = [str(gguf)]
+    one(user, "eval-adapter").value = str(tmp_path)  # an adapter cannot go onto a GGUF: said at its field
+    user.find(marker="eval-submit").click()
+    await until(lambda: one(user, "eval-adapter").error)
+    assert "adapter: applies to an HF model" in one(user, "eval-adapter").error and jobs_in(home) == []
+    one(user, "eval-adapter").value = ""
     user.find(marker="eval-submit").click()
     await until(lambda: jobs_in(home))
     assert jobs_in(home)[0].params["model"] == str(gguf)
+    one(user, "eval-models").value = ["smol"]
+    one(user, "eval-adapter").value = str(tmp_path)
+    user.find(marker="eval-submit").click()
+    await until(lambda: len(jobs_in(home)) == 2)
+    assert jobs_in(home)[1].params["adapter"] == str(tmp_path)

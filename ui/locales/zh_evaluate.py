@@ -112,4 +112,7 @@ ZH = {
     "Agent trace": "智能体轨迹",
     "waiting": "等待 GPU",
     "succeeded": "成功",
+    "LoRA adapter applied to the models (optional)": "应用于模型的 LoRA 适配器（可选）",
+    "Folder of a finetune's adapter, e.g. ~/.inkstone/jobs/7/adapter":
+        "微调得到的适配器文件夹，例如 ~/.inkstone/jobs/7/adapter",
 }

@@ -103,6 +103,10 @@ class EvaluateView:
             self.tasks = ui.select([], value=["arc_easy"], multiple=True, label=t("Tasks"),
                                    on_change=lambda: self.licences.refresh()).props("use-chips").classes(
                 "w-full").mark("eval-tasks")
+            self.adapter = ui.input(
+                t("LoRA adapter applied to the models (optional)"),
+                placeholder=t("Folder of a finetune's adapter, e.g. ~/.inkstone/jobs/7/adapter"),
+            ).classes("w-full").mark("eval-adapter")
             self.custom = ui.input(t("Your own test set (optional)"),
                                    placeholder=t("Path of a .csv or .jsonl file")).classes("w-full").mark(
                 "eval-custom")
@@ -224,13 +228,15 @@ class EvaluateView:
         # Optional settings travel only when set, so a job's parameters say what the user chose.
         if self.contamination.value:
             params["contamination"] = self.contamination.value
+        if (self.adapter.value or "").strip():
+            params["adapter"] = str(Path(self.adapter.value.strip()).expanduser())
         for name, field in self.judge_inputs.items():
             if (field.value or "").strip():
                 params[name] = field.value.strip()
         return params, None
 
     async def submit(self) -> None:
-        self.models.error = self.tasks.error = None
+        self.models.error = self.tasks.error = self.adapter.error = None
         for field in self.judge_inputs.values():
             field.error = None
         params, problem = self._params()
@@ -256,7 +262,8 @@ class EvaluateView:
         head = message.split(":", 1)[0].strip()
         if head in self.judge_inputs:
             return self.judge_inputs[head]
-        return {"workers": self.workers, "contamination": self.contamination}.get(head, self.tasks)
+        return {"workers": self.workers, "contamination": self.contamination, "adapter": self.adapter}.get(
+            head, self.tasks)
 
     async def preview(self) -> None:
         self.tasks.error = None
