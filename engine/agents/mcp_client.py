@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import shlex
 import subprocess
 import sys
@@ -99,6 +100,7 @@ class MCPConnection:
         self.error = ""
         self.listed: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
         self._client = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -143,8 +145,9 @@ class MCPConnection:
 
     def _thread_main(self) -> None:
         self._loop = asyncio.new_event_loop()
+        self._task = self._loop.create_task(self._session())
         try:
-            self._loop.run_until_complete(self._session())
+            self._loop.run_until_complete(self._task)
         except BaseException as exc:
             self.error = self.error or _describe(exc)
         finally:
@@ -226,8 +229,13 @@ class MCPConnection:
         return out
 
     def close(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._loop is not None and self._thread.is_alive():
+            if self._stop is not None:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(2.0)
+            if self._thread.is_alive() and self._task is not None:  # still connecting to a server that never answers
+                with contextlib.suppress(RuntimeError):  # the loop closed in between
+                    self._loop.call_soon_threadsafe(self._task.cancel)
         if self._thread.is_alive():
             self._thread.join(self.spec.timeout_s)
 

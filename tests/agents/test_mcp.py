@@ -149,3 +149,22 @@ def test_check_of_an_http_server_with_headers_from_settings(http_url):
     setting = MCPServerSetting(name="web", url=http_url, headers={"Authorization": "Bearer abc"})
     found = check_server(setting.to_spec())
     assert found.ok and sorted(found.tools) == ["add", "die", "fail", "greet"], found.error
+
+
+def test_a_server_that_never_answers_is_given_up_and_its_thread_ends():
+    import socket
+    import threading
+    import time
+
+    from engine.agents.mcp_client import check_server
+
+    with socket.socket() as listener:  # the kernel accepts connections; nothing ever answers them
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        started = time.monotonic()
+        found = check_server(MCPServerSpec(name="mute", url=f"http://127.0.0.1:{listener.getsockname()[1]}/mcp",
+                                           timeout_s=2))
+        assert not found.ok and "'mute'" in found.error
+        assert time.monotonic() - started < 15
+        wait_for(lambda: not any(t.name == "mcp-mute" for t in threading.enumerate()), 10,
+                 what="the connection's thread to end")

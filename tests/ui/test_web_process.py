@@ -111,10 +111,10 @@ def test_every_page_and_every_preview_leave_torch_out_of_the_web_process(web, pa
 
     # The Evaluate page's chat-style prompt preview: the model's own template, rendered by the worker.
     page.goto(f"{url}/evaluate")
-    page.get_by_label("Models").click()
+    page.get_by_role("combobox", name="Models", exact=True).click()
     page.get_by_role("option", name=BUNDLED_NAME).click()
     page.keyboard.press("Escape")
-    page.get_by_label("Prompt style").click()
+    page.get_by_role("combobox", name="Prompt style", exact=True).click()
     page.get_by_role("option", name="Chat template").click()
     page.get_by_role("button", name="Preview a prompt").click()
     page.get_by_text("own chat template: exactly what the model reads").wait_for()
