@@ -176,9 +176,12 @@ class MCPConnection:
         if not self.alive or self._loop is None:
             raise ToolError(f"MCP server {self.spec.name!r} is not running: {self.error or 'not connected'}")
         client = self._client
-        future = asyncio.run_coroutine_threadsafe(
-            client.call_tool(tool, arguments, read_timeout_seconds=self.spec.timeout_s), self._loop
-        )
+        coroutine = client.call_tool(tool, arguments, read_timeout_seconds=self.spec.timeout_s)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError:  # the session ended (its loop closed) since the check above
+            coroutine.close()
+            raise ToolError(f"MCP server {self.spec.name!r} is not running: {self.error or 'it stopped'}") from None
         self._pending.add(future)
         try:
             result = future.result(self.spec.timeout_s + 5)
@@ -207,7 +210,8 @@ class MCPConnection:
             asyncio.run_coroutine_threadsafe(probe, self._loop).result(min(5.0, self.spec.timeout_s))
         except Exception:
             self.error = f"it stopped answering ({failure})"
-            self._loop.call_soon_threadsafe(self._stop.set)
+            with contextlib.suppress(RuntimeError):  # its loop closed already: nothing left to stop
+                self._loop.call_soon_threadsafe(self._stop.set)
 
     def tools(self, approval: str = "always") -> list[Tool]:
         """The server's tools (those the spec names, when it names some), with the schemas it listed."""
@@ -229,12 +233,15 @@ class MCPConnection:
         return out
 
     def close(self) -> None:
+        # The session's loop closes when its thread ends, which can happen between any check here and the call:
+        # a loop that is already closed has nothing left to stop (RuntimeError: Event loop is closed).
         if self._loop is not None and self._thread.is_alive():
             if self._stop is not None:
-                self._loop.call_soon_threadsafe(self._stop.set)
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(2.0)
             if self._thread.is_alive() and self._task is not None:  # still connecting to a server that never answers
-                with contextlib.suppress(RuntimeError):  # the loop closed in between
+                with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(self._task.cancel)
         if self._thread.is_alive():
             self._thread.join(self.spec.timeout_s)
