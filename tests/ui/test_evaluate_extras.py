@@ -67,7 +67,6 @@ async def test_form_sends_workers_and_a_contamination_dataset(home, user: User, 
     assert not set(JUDGE_FIELDS) & set(job.params)  # optional settings travel only when set
 
 
-@pytest.mark.skipif(not JUDGE_FIELDS, reason="EvalConfig has no judge fields")
 async def test_form_sends_a_judge_and_names_the_field_of_a_bad_one(home, user: User, bundled_model_dir):
     register_folder(home, bundled_model_dir, name="smol")
     await user.open("/evaluate")

@@ -11,7 +11,6 @@ run-to-run comparison with standard errors, a contamination panel and a sample b
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +19,6 @@ from nicegui import ui
 from app import evals, worker_pool
 from app.queries import list_datasets
 from app.registry import gguf_files, list_models, resolve_model
-from engine.eval.config import EvalConfig
 from jobs import api
 from ui import state
 from ui.components.eval_contamination import ContaminationPanel
@@ -33,8 +31,7 @@ from ui.i18n import t
 if TYPE_CHECKING:
     from engine.eval.prompts import Prompt
 
-CONFIG_FIELDS = {f.name for f in fields(EvalConfig)}
-JUDGE_FIELDS = [name for name in ("judge", "against", "judge_tasks") if name in CONFIG_FIELDS]
+JUDGE_FIELDS = ("judge", "against", "judge_tasks")  # EvalConfig's judge settings, sent only when filled in
 JUDGE_METRICS = ("win_rate", "judge_accuracy")
 
 
@@ -130,13 +127,12 @@ class EvaluateView:
                                            label=t("Contamination check against a training dataset")).classes(
                 "w-full").mark("eval-contamination")
             self.judge_inputs: dict[str, ui.input] = {}
-            if JUDGE_FIELDS:
-                with ui.row().classes("items-center gap-4 w-full"):
-                    labels = {"judge": t("LLM judge (a model or an OpenAI-compatible URL)"),
-                              "against": t("Compare against model (pairwise, needs a judge)"),
-                              "judge_tasks": t("Tasks the judge grades (empty: your own open sets; all)")}
-                    for name in JUDGE_FIELDS:
-                        self.judge_inputs[name] = ui.input(labels[name]).classes("w-72").mark(f"eval-{name}")
+            with ui.row().classes("items-center gap-4 w-full"):
+                labels = {"judge": t("LLM judge (a model or an OpenAI-compatible URL)"),
+                          "against": t("Compare against model (pairwise, needs a judge)"),
+                          "judge_tasks": t("Tasks the judge grades (empty: your own open sets; all)")}
+                for name in JUDGE_FIELDS:
+                    self.judge_inputs[name] = ui.input(labels[name]).classes("w-72").mark(f"eval-{name}")
             self.licences()
             with ui.row().classes("gap-2 items-center"):
                 ui.button(t("Evaluate"), icon="fact_check", on_click=self.submit).mark("eval-submit")
