@@ -71,3 +71,47 @@ def child_env(home: Path, **extra) -> dict:
 def start_consumer(home: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "jobs.consumer", "--data-dir", str(home)],
                             env=child_env(home), cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+@contextlib.contextmanager
+def scripted_chat_server(next_reply):
+    """An OpenAI-compatible chat server on loopback whose answer to each request is `next_reply(requests so far)`
+    (an assistant message): it stands in for the model only, so the client wiring under test is real.
+    Yields (base URL without /v1, the list of request bodies received)."""
+    import http.server
+    import json
+    import threading
+
+    requests: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _send(self, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._send({"object": "list",
+                        "data": [{"id": "scripted", "object": "model", "created": 0, "owned_by": "test"}]})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            requests.append(body)
+            message = next_reply(requests)
+            self._send({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                        "choices": [{"index": 0, "message": message,
+                                     "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()

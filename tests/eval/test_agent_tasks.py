@@ -6,13 +6,11 @@ Python tool and ToolTalk run through the real Evaluator and OpenAIBackend, with 
 
 from __future__ import annotations
 
-import http.server
 import importlib.util
 import json
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from engine.eval.openai_backend import OpenAIBackend
 from engine.eval.runner import Evaluator
 from engine.eval.tasks import get_task
 from engine.eval.tasks.agent import client_for
-from tests.helpers import REPO, child_env
+from tests.helpers import REPO, child_env, scripted_chat_server
 
 pytest.importorskip("bfcl_eval", reason="the bfcl-eval wheel (data only) is not installed")
 if importlib.util.find_spec("tooltalk") is None:  # its files are read, never imported
@@ -41,33 +39,10 @@ def text(content: str) -> dict:
 @pytest.fixture
 def scripted_server():
     """An OpenAI-compatible chat server that answers each request with the next scripted message."""
-    state = {"replies": [], "requests": []}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _send(self, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            state["requests"].append(body)
-            message = state["replies"][len(state["requests"]) - 1]
-            self._send({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                        "choices": [{"index": 0, "message": message,
-                                     "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    server.shutdown()
+    state = {"replies": []}
+    with scripted_chat_server(lambda requests: state["replies"][len(requests) - 1]) as (url, requests):
+        state["requests"] = requests
+        yield f"{url}/v1", state
 
 
 def test_agent_tasks_run_through_the_evaluator_with_metrics_known_by_hand(scripted_server):
