@@ -22,8 +22,21 @@ CODE_TOOLS = ("python",)
 """Tools that run code: they ask before each call unless the user says otherwise (as MCP tools do)."""
 
 
-def split_hosts(text: str | None) -> list[str]:
-    return [h for h in (text or "").replace(",", " ").split() if h]
+def split_hosts(value: str | list | None) -> list[str]:
+    """Hosts typed as one line, separated by commas, spaces or new lines (a list is already split)."""
+    if isinstance(value, list):
+        return value
+    return [h for h in (value or "").replace(",", " ").split() if h]
+
+
+def hosts_problem(value: str | None) -> str | None:
+    """Field validation of allowed hosts (Settings page and playground): the first entry that is not a host."""
+    for host in split_hosts(value):
+        try:
+            check_allowed_host(host)
+        except ValueError:
+            return t("{host} is not a host: write host, host:port or *.domain", host=host)
+    return None
 
 
 class ToolPicker:
@@ -43,7 +56,7 @@ class ToolPicker:
         with ui.row().classes("items-end gap-2 w-full no-wrap"):
             self.hosts = (
                 ui.input(t("Hosts the http tool may reach"), value=", ".join(settings.agent_allowed_hosts),
-                         placeholder="docs.local, *.example.com, 127.0.0.1:8080", validation=self._check_hosts)
+                         placeholder="docs.local, *.example.com, 127.0.0.1:8080", validation=hosts_problem)
                 .classes("flex-1")
                 .mark("agent-hosts")
             )
@@ -78,18 +91,10 @@ class ToolPicker:
         return {"auto": t("the model decides"), "required": t("must call a tool"),
                 **{name: t("must call {tool}", tool=name) for name in names}}
 
-    def _check_hosts(self, value: str | None) -> str | None:
-        for host in split_hosts(value):
-            try:
-                check_allowed_host(host)
-            except ValueError:
-                return t("{host} is not a host: write host, host:port or *.domain", host=host)
-        return None
-
     def _hosts_changed(self) -> None:
         """The http tool is offered only with hosts to reach."""
         box = self.tools["http"]
-        if split_hosts(self.hosts.value) and self._check_hosts(self.hosts.value) is None:
+        if split_hosts(self.hosts.value) and hosts_problem(self.hosts.value) is None:
             box.enable()
         else:
             box.value = False
@@ -154,7 +159,7 @@ class ToolPicker:
 
     def save_hosts(self) -> list[str]:
         """Validate the hosts and save them as the setting when they changed; ValueError says what is wrong."""
-        message = self._check_hosts(self.hosts.value)
+        message = hosts_problem(self.hosts.value)
         if message:
             raise ValueError(message)
         hosts = [check_allowed_host(h) for h in split_hosts(self.hosts.value)]

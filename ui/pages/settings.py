@@ -11,8 +11,9 @@ from nicegui import run, ui
 from nicegui.elements.mixins.validation_element import ValidationElement
 from pydantic import ValidationError
 
-from app.settings import Settings, check_allowed_host
+from app.settings import Settings
 from ui import state
+from ui.components.agent_tools import hosts_problem, split_hosts
 from ui.components.mcp_servers import MCPServersSection
 from ui.frame import frame
 from ui.i18n import LANGUAGES, t
@@ -23,13 +24,6 @@ ON_RELOAD = ("language", "dark_mode")  # read when a page is built
 
 def _label(name: str) -> str:
     return t(Settings.model_fields[name].description)
-
-
-def split_hosts(value: str | list | None) -> list[str]:
-    """Hosts typed as one line, separated by commas, spaces or new lines."""
-    if isinstance(value, list):
-        return value
-    return [h for h in (value or "").replace(",", " ").split() if h]
 
 
 def _number_check(name: str):
@@ -71,14 +65,6 @@ def settings_page() -> None:
 
     def check_token(value: str | None) -> str | None:
         return t("At least 8 characters") if value and len(value) < 8 else None
-
-    def check_hosts(value: str | None) -> str | None:
-        for host in split_hosts(value):
-            try:
-                check_allowed_host(host)
-            except ValueError:
-                return t("{host} is not a host: write host, host:port or *.domain", host=host)
-        return None
 
     async def save() -> None:
         # Validate every field (not all() over a generator) so each mistake is marked at once.
@@ -150,7 +136,7 @@ def settings_page() -> None:
         with ui.card().classes("w-full max-w-2xl"):
             ui.label(t("Agents")).classes("text-lg font-medium")
             fields["agent_allowed_hosts"] = ui.input(
-                _label("agent_allowed_hosts"), value=", ".join(current.agent_allowed_hosts), validation=check_hosts,
+                _label("agent_allowed_hosts"), value=", ".join(current.agent_allowed_hosts), validation=hosts_problem,
                 placeholder="docs.local, *.example.com, 127.0.0.1:8080").classes("w-96").mark("agent_allowed_hosts")
             ui.label(t("The Agent playground offers the http tool when hosts are given.")).classes(
                 "text-sm opacity-70")
