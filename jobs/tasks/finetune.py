@@ -9,8 +9,8 @@ Every produced model is linked to its base model, its dataset and this job.
 Eval in the loop: with `--eval-tasks arc_easy,mmlu_anatomy`, the job queues an `eval` job for the base model as
 it starts (it runs beside the training or right after it, as GPU slots allow) and one for the result when the
 result exists, both with the same eval settings so their settings hashes match and the run page can put them
-side by side. The result is the registered model (full finetune or `--merge`); an adapter that is not merged is
-merged into the run's folder for its evaluation only (the eval engine loads plain HF folders). The eval job ids
+side by side. The result is the registered model (full finetune or `--merge`), or the base model with the adapter
+that was not merged (`eval --adapter`, which merges it once into the data dir's cache). The eval job ids
 are in the job's result under `evals` from the moment they are queued.
 """
 
@@ -54,10 +54,11 @@ class FinetuneJobArgs(FinetuneConfig):
         return FinetuneConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(FinetuneConfig)})
 
 
-def eval_params(args: FinetuneJobArgs, model: str) -> dict:
+def eval_params(args: FinetuneJobArgs, model: str, adapter: str = "") -> dict:
     """The `eval` job's arguments for one side: everything but the model is the same for base and result."""
-    return {"model": model, "tasks": args.eval_tasks, "limit": args.eval_limit, "mode": args.eval_mode,
-            "device": args.device}
+    params = {"model": model, "tasks": args.eval_tasks, "limit": args.eval_limit, "mode": args.eval_mode,
+              "device": args.device}
+    return {**params, "adapter": adapter} if adapter else params
 
 
 def resolve_base(root: Path, ref: str) -> tuple[str, int | None, str]:
@@ -148,11 +149,11 @@ def earlier_base_eval(root: Path, job_id: int) -> int | None:
     return None
 
 
-def submit_eval(root: Path, args: FinetuneJobArgs, job_id: int, side: str, model: str) -> int:
+def submit_eval(root: Path, args: FinetuneJobArgs, job_id: int, side: str, model: str, adapter: str = "") -> int:
     from jobs.api import submit
 
     title = f"Evaluate the {side} of finetune #{job_id}"
-    return submit(root, "eval", eval_params(args, model), title=title).id
+    return submit(root, "eval", eval_params(args, model, adapter), title=title).id
 
 
 def start_evals(args: FinetuneJobArgs, ctx: JobContext, base_name: str) -> dict:
@@ -170,12 +171,13 @@ def start_evals(args: FinetuneJobArgs, ctx: JobContext, base_name: str) -> dict:
     return evals
 
 
-def finish_evals(args: FinetuneJobArgs, ctx: JobContext, evals: dict, result_model: str) -> dict:
-    """Queue the result's evaluation, with the same eval settings as the base's."""
+def finish_evals(args: FinetuneJobArgs, ctx: JobContext, evals: dict, result_model: str, adapter: str = "") -> dict:
+    """Queue the result's evaluation, with the same eval settings as the base's (an adapter is not a setting)."""
     if not evals:
         return {}
-    evals = {**evals, "result_model": result_model,
-             "result_job": submit_eval(ctx.root, args, ctx.job_id, "result", result_model)}
+    label = f"{result_model} + {Path(adapter).name}" if adapter else result_model  # as the eval run names it
+    evals = {**evals, "result_model": label,
+             "result_job": submit_eval(ctx.root, args, ctx.job_id, "result", result_model, adapter)}
     record_evals(ctx.root, ctx.job_id, evals)
     ctx.progress(1.0, f"the result is evaluated as job #{evals['result_job']}")
     return evals
@@ -210,11 +212,10 @@ def run(args: FinetuneJobArgs, ctx: JobContext) -> dict:
         model = register_folder(ctx.root, folder, name=name, source="merge", managed=True, **lineage)
         result["registered"] = model.name
     if evals:
-        result_model = result.get("registered")
-        if result_model is None:  # an adapter left unmerged: merged here for its evaluation only
-            ctx.progress(1.0, "merging the adapter to evaluate the result")
-            result_model = str(merge_adapter(base_path, result["adapter"], output / "merged-for-eval"))
-        result["evals"] = finish_evals(args, ctx, evals, result_model)
+        if result.get("registered"):
+            result["evals"] = finish_evals(args, ctx, evals, result["registered"])
+        else:  # an adapter left unmerged: the eval job applies it to the base (merged once, in its cache)
+            result["evals"] = finish_evals(args, ctx, evals, args.model, str(result["adapter"]))
     result["losses"] = result["losses"][-200:]  # the full curve is in the metric rows
     return result
 

@@ -50,8 +50,9 @@ def test_an_adapter_run_queues_base_and_result_evals_with_one_settings_hash(home
     assert base.kind == result.kind == "eval" and base.id < result.id
     assert base.status == result.status == st.QUEUED  # no consumer here: they wait in the queue
     assert base.params["model"] == "tiny-llama"
-    merged = home / "jobs" / str(job.id) / "merged-for-eval"  # an unmerged adapter is merged for its eval only
-    assert result.params["model"] == str(merged) and (merged / "config.json").is_file()
+    adapter = home / "jobs" / str(job.id) / "adapter"  # an unmerged adapter is applied by the eval job itself
+    assert result.params["model"] == "tiny-llama" and result.params.pop("adapter") == str(adapter)
+    assert (adapter / "adapter_config.json").is_file()
     assert _without_model(base.params) == _without_model(result.params) == {
         "tasks": str(quiz), "limit": 2, "mode": "ppl", "device": "cpu"}
     kind = get_kind("eval")
