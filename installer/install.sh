@@ -66,6 +66,12 @@ quiet_pip install --no-deps "nvidia-tooltalk==26.3"
 .venv/bin/python -c 'import app, engine, jobs, ui, nicegui, huey, sqlmodel' \
   || { echo "install.sh: the install is incomplete (see pip's messages above)" >&2; exit 1; }
 
+# The engine's C++ CPU kernels, compiled once for this machine (the engine would otherwise build them at its
+# first start); without a compiler it runs on torch ops, only slower.
+say "building the CPU kernels for this machine (once, about a minute)"
+.venv/bin/python -c 'from engine.infer import cpu_kernels; raise SystemExit(not cpu_kernels.available())' \
+  || say "could not build the CPU kernels; CPU inference uses torch ops (slower)"
+
 # Debian's chromium drives the browser tests; installed when we can (root with apt), skipped otherwise.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   say "installing Debian chromium (browser tests) and a CJK font"

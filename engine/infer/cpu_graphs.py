@@ -3,11 +3,11 @@
 A batch-1 decode step of a small model is hundreds of tiny ops; run eagerly, dispatching them costs more than
 the arithmetic (and than reading the weights, which is what bounds the step). Inductor turns each decode step
 into C++ kernels with RMSNorm, rotary and SiLU-mul fused, called from one wrapper. Shapes are fixed per bucket
-(`dynamic=False`): a step pads its batch up to the next bucket, and the paged-attention op, opaque to the
-compiler, reads this step's context length from a tensor, so the same graph serves every length. Inductor's
-FX graph cache (under `cache_dir`) keeps the compiled code between runs: the first compile of a model and bucket
-takes minutes on a small CPU, a later start seconds. Prefill stays eager: its matmuls are large enough that
-per-op overhead does not matter.
+(`dynamic=False`): a step pads its batch up to the next bucket, and the paged-attention op (the C++ kernel of
+engine/infer/cpu_kernels), opaque to the compiler, reads each row's context length from a tensor, so the same
+graph serves every length. Inductor's FX graph cache (under `cache_dir`) keeps the compiled code between runs:
+the first compile of a model and bucket takes minutes on a small CPU, a later start seconds. Prefill stays
+eager: its matmuls are large enough that per-op overhead does not matter.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import logging
 import os
 import threading
 import time
+import types
 from collections.abc import Callable
 
 import torch
 
-from engine.infer.layers.attention import AttentionMetadata, DecodeGather, StaticDecodePlan
+from engine.infer.layers.attention import AttentionMetadata, StaticDecodePlan
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,11 @@ class CpuDecodeGraphs:
     time a step needs it (that step and the ones after it run eagerly until the graph is ready), so no request
     ever waits for a compile; warm_up compiles in the caller's thread instead."""
 
-    def __init__(self, model: torch.nn.Module, max_batch: int, max_len: int, block_size: int, num_kv_heads: int,
-                 cache_dir: str | None):
+    def __init__(self, model: torch.nn.Module, max_batch: int, max_blocks_per_seq: int, cache_dir: str | None):
         use_cache_dir(cache_dir)
         self.model = model
         self.sizes = sorted({min(b, max_batch) for b in CPU_GRAPH_BATCH_SIZES})
-        self.max_len = max_len
-        self.block_size = block_size
-        self.num_kv_heads = num_kv_heads
+        self.max_blocks_per_seq = max_blocks_per_seq
         self.compiled: dict[int, Callable] = {}
         self.buffers: dict[int, dict[str, torch.Tensor]] = {}
         self.failed: set[int] = set()
@@ -94,15 +92,15 @@ class CpuDecodeGraphs:
             self._compile_in_background(bucket)
             return None
         buf = self.buffers[bucket]
-        plan = DecodeGather.build(meta.decode_seq_lens, meta.decode_block_tables, self.block_size,
-                                  self.num_kv_heads)
+        tables = meta.decode_block_tables
         buf["input_ids"][:n] = input_ids
         buf["positions"][:n] = positions
-        buf["slot_mapping"].fill_(-1)  # rows past n must not write over a slot an earlier step gave them
         buf["slot_mapping"][:n] = meta.slot_mapping
-        buf["rows"][:plan.rows.shape[0]] = plan.rows
-        buf["padding"][:n, :, :, :plan.length] = plan.padding
-        buf["length"].fill_(plan.length)
+        buf["seq_lens"][:n] = meta.decode_seq_lens
+        buf["block_tables"][:n, :tables.shape[1]] = tables
+        if n < bucket:  # rows past n must neither write over a slot an earlier step gave them nor attend
+            buf["slot_mapping"][n:] = -1
+            buf["seq_lens"][n:] = 0
         return self.compiled[bucket](buf)[:n]
 
     def _compile_in_background(self, bucket: int) -> None:
@@ -131,10 +129,10 @@ class CpuDecodeGraphs:
 
         def decode_step(b: dict[str, torch.Tensor]) -> torch.Tensor:
             meta = AttentionMetadata(
-                slot_mapping=b["slot_mapping"], num_decodes=bucket, decode_seq_lens=b["length"],
-                decode_block_tables=b["length"], prefill_cu_seqlens_q=b["length"], prefill_seq_lens=b["length"],
-                prefill_block_tables=b["length"],
-                static_decode=StaticDecodePlan(b["rows"], b["padding"], b["length"]))
+                slot_mapping=b["slot_mapping"], num_decodes=bucket, decode_seq_lens=b["seq_lens"],
+                decode_block_tables=b["block_tables"], prefill_cu_seqlens_q=b["seq_lens"],
+                prefill_seq_lens=b["seq_lens"], prefill_block_tables=b["block_tables"],
+                static_decode=StaticDecodePlan(b["seq_lens"], b["block_tables"]))
             return model(b["input_ids"], b["positions"], meta)
 
         message = f"compiling the CPU decode step for batch size {bucket} (minutes the first time, then cached)"
@@ -142,8 +140,15 @@ class CpuDecodeGraphs:
         if self.progress is not None:
             self.progress(None, message)
         start = time.monotonic()
+        # Checking dynamo's guards on every parameter of the model cost ~2 ms a step. This function is compiled
+        # for one model and one bucket and always called with the same buffers, so it needs no guards; a code
+        # object of its own keeps its compiled graph apart from every other engine's and bucket's.
+        own_code = decode_step.__code__.replace(co_name=f"decode_step_{id(self)}_{bucket}")
+        decode_step = types.FunctionType(own_code, decode_step.__globals__, own_code.co_name,
+                                         decode_step.__defaults__, decode_step.__closure__)
         try:
-            compiled = torch.compile(decode_step, dynamic=False, fullgraph=True)
+            compiled = torch.compile(decode_step, dynamic=False, fullgraph=True,
+                                     options={"guard_filter_fn": torch.compiler.skip_all_guards_unsafe})
             with torch.inference_mode():
                 compiled(buf)  # padding rows only: nothing is stored, the output is dropped
         except Exception as exc:  # no C++ compiler, an unsupported op: this bucket stays eager
@@ -158,15 +163,11 @@ class CpuDecodeGraphs:
         self.compiled[bucket] = compiled
 
     def _buffers(self, bucket: int) -> dict[str, torch.Tensor]:
-        # Padding rows: token 0 at position 0, not stored (slot -1), attending to row 0 of the cache only, so
-        # their softmax has one finite score and never produces NaN.
-        padding = torch.ones(bucket, 1, 1, self.max_len, dtype=torch.bool)
-        padding[..., 0] = False
+        # Padding rows: token 0 at position 0, not stored (slot -1), attending to nothing (length 0).
         return dict(
             input_ids=torch.zeros(bucket, dtype=torch.long),
             positions=torch.zeros(bucket, dtype=torch.long),
             slot_mapping=torch.full((bucket,), -1, dtype=torch.long),
-            rows=torch.zeros(bucket * self.num_kv_heads * self.max_len, dtype=torch.long),
-            padding=padding,
-            length=torch.ones(1, dtype=torch.long),
+            seq_lens=torch.zeros(bucket, dtype=torch.int32),
+            block_tables=torch.zeros(bucket, self.max_blocks_per_seq, dtype=torch.int32),
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.infer import cpu_kernels
 from engine.infer.config import EngineConfig
 from engine.infer.cpu_graphs import CpuDecodeGraphs
 from engine.infer.layers.activation import SiluAndMul
@@ -138,9 +139,12 @@ class ModelRunner:
         if self.device.type == "cuda":
             for layer in self.model.attention_layers():
                 layer.use_triton_kernels()
+        elif cpu_kernels.available():
+            for layer in self.model.attention_layers():
+                layer.native_cpu_decode = True
         if self.device.type == "cpu" and self.config.compile_cpu and not self.config.enforce_eager:
-            self.cpu_graphs = CpuDecodeGraphs(self.model, self.config.max_num_seqs, self.max_blocks_per_seq * bs,
-                                              bs, attn.num_kv_heads, self.config.compile_cache_dir)
+            self.cpu_graphs = CpuDecodeGraphs(self.model, self.config.max_num_seqs, self.max_blocks_per_seq,
+                                              self.config.compile_cache_dir)
         if self.device.type == "cuda" and not self.config.enforce_eager:
             for module in self.model.modules():
                 if isinstance(module, (RMSNorm, RotaryEmbedding, SiluAndMul)):

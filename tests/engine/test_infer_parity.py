@@ -154,7 +154,7 @@ def test_bf16_on_cpu_follows_the_fp32_model(bundled_model_dir):
 
 
 def test_fp16_weights_on_cpu_follow_the_fp32_model(bundled_model_dir):
-    """dtype auto on a CPU without native bf16 keeps fp32 compute over fp16 weights (FBGEMM): every greedy token
+    """dtype auto on a CPU without native bf16 keeps fp32 compute over fp16 weights: every greedy token
     must be one fp32 HF ranks at or next to the top, and nearly all must be HF's own choice."""
     engine = LLMEngine(str(bundled_model_dir), EngineConfig(device="cpu", num_kv_blocks=64))
     if not engine.runner.fp16_weights:

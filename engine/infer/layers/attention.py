@@ -17,6 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.infer import cpu_kernels
+
+NOT_STORED = torch.empty(0, dtype=torch.long)
+"""slot_mapping for cpu_kernels.paged_decode when the step's K/V are already in the cache."""
+
 
 @dataclass
 class AttentionMetadata:
@@ -141,34 +146,34 @@ def paged_attention_decode(q, k_cache, v_cache, seq_lens, block_tables, scale,
 
 @dataclass
 class StaticDecodePlan:
-    """A DecodeGather in buffers whose shapes depend only on the batch bucket, so one compiled graph serves every
-    context length: the plan fills their first `length` positions and the attention op reads only those."""
+    """A decode-only step's batch in buffers whose shapes depend only on the batch bucket, so one compiled graph
+    serves every context length: the attention op reads each row's length from `seq_lens`."""
 
-    rows: torch.Tensor
-    """[bucket * Hkv * max_len] int64; the first bucket * Hkv * length entries are DecodeGather.rows."""
-    padding: torch.Tensor
-    """[bucket, 1, 1, max_len] bool; columns past `length` are never read."""
-    length: torch.Tensor
-    """[1] int64, DecodeGather.length of this step."""
+    seq_lens: torch.Tensor
+    """[bucket] int32; 0 for a padding row (it attends to nothing and its output is dropped)."""
+    block_tables: torch.Tensor
+    """[bucket, max_blocks] int32; entries past a row's length are never read."""
 
 
 @torch.library.custom_op("inkstone::cpu_paged_decode", mutates_args=("kv_cache",))
 def cpu_paged_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, layer: int,
-                     slot_mapping: torch.Tensor, rows: torch.Tensor, padding: torch.Tensor, length: torch.Tensor,
+                     slot_mapping: torch.Tensor, seq_lens: torch.Tensor, block_tables: torch.Tensor,
                      scale: float) -> torch.Tensor:
-    """Store this step's K/V in layer `layer` of the runner's whole cache [2, layers, ...] and attend, for a
-    compiled decode graph. Opaque to the compiler, so the graph keeps fixed shapes while the context length
-    changes every step (read from `length`); the whole cache is its one cache argument because two views of one
-    buffer as separate arguments would make the compiler copy the buffer to keep them apart."""
+    """The torch-ops stand-in for cpu_kernels.paged_decode (same signature) where the C++ kernels could not be
+    built: store this step's K/V in layer `layer` of the runner's whole cache [2, layers, ...] and attend. Opaque
+    to the compiler, so a compiled graph keeps fixed shapes while the context length changes every step; the
+    whole cache is its one cache argument because two views of one buffer as separate arguments would make the
+    compiler copy the buffer to keep them apart."""
     k_cache, v_cache = kv_cache[0, layer], kv_cache[1, layer]
-    store_kvcache(k, v, k_cache, v_cache, slot_mapping)
-    n = int(length)
-    plan = DecodeGather(rows[:q.shape[0] * k_cache.shape[2] * n], padding[..., :n], n)
-    return paged_attention_decode(q, k_cache, v_cache, None, None, scale, plan=plan)
+    if slot_mapping.numel():
+        store_kvcache(k, v, k_cache, v_cache, slot_mapping)
+    # Padding rows (length 0) read their table's first slot, which is always a real block, and are dropped.
+    lens = seq_lens.clamp(min=1)
+    return paged_attention_decode(q, k_cache, v_cache, lens, block_tables.clamp(min=0), scale)
 
 
 @cpu_paged_decode.register_fake
-def _(q, k, v, kv_cache, layer, slot_mapping, rows, padding, length, scale):
+def _(q, k, v, kv_cache, layer, slot_mapping, seq_lens, block_tables, scale):
     return torch.empty_like(q)
 
 
@@ -197,6 +202,8 @@ class Attention(nn.Module):
         # The whole cache and this layer's index in it, for the compiled CPU decode op.
         self.kv_cache = torch.empty(0)
         self.layer_index = 0
+        self.native_cpu_decode = False
+        """Decode through the C++ kernel (cpu_kernels); set with the cache, on the CPU where it could be built."""
         self.ops = (store_kvcache, paged_attention_prefill, paged_attention_decode)
 
     def use_triton_kernels(self) -> None:
@@ -211,8 +218,9 @@ class Attention(nn.Module):
             return attention_without_cache(q, k, v, meta.prefill_cu_seqlens_q, self.scale)
         plan = meta.static_decode
         if plan is not None:
-            return cpu_paged_decode(q, k, v, self.kv_cache, self.layer_index, meta.slot_mapping, plan.rows,
-                                    plan.padding, plan.length, self.scale)
+            decode = cpu_kernels.paged_decode if self.native_cpu_decode else cpu_paged_decode
+            return decode(q, k, v, self.kv_cache, self.layer_index, meta.slot_mapping, plan.seq_lens,
+                          plan.block_tables, self.scale)
         store, prefill, _ = self.ops
         store(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
         nd = meta.num_decodes
@@ -229,6 +237,9 @@ class Attention(nn.Module):
         args = (q, self.k_cache, self.v_cache, meta.decode_seq_lens, meta.decode_block_tables, self.scale)
         if decode is not paged_attention_decode:
             return decode(*args)
+        if self.native_cpu_decode:  # K/V were stored above; the kernel's key/value arguments are not read
+            return cpu_kernels.paged_decode(q, q, q, self.kv_cache, self.layer_index, NOT_STORED,
+                                            meta.decode_seq_lens, meta.decode_block_tables, self.scale)
         if meta.decode_gather is None:
             meta.decode_gather = DecodeGather.build(meta.decode_seq_lens, meta.decode_block_tables,
                                                     self.k_cache.shape[1], self.num_kv_heads)

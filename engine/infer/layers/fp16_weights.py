@@ -2,10 +2,12 @@
 
 Batch-1 decode reads every weight once per token, so on the CPU its speed is the memory's rate divided by the
 weight bytes. A CPU without native bf16 math (AVX2 only) would otherwise run the model in fp32, reading twice
-what llama.cpp reads from an F16 GGUF. FBGEMM's fp16 GEMM (shipped in torch's CPU build, AVX2) keeps the weight
-as fp16 in a packed layout and multiplies fp32 activations with fp32 accumulation: only the weights are
-rounded, to fp16's 11-bit significand, which holds every bf16 value in range exactly. Used for dtype "auto" on
-such CPUs; dtype "float32" keeps exact fp32 (bit-for-bit parity with HF).
+what llama.cpp reads from an F16 GGUF. The weight is kept as fp16 and multiplied with fp32 activations and fp32
+accumulation: only the weights are rounded, to fp16's 11-bit significand, which holds every bf16 value in range
+exactly. The multiply is our own kernel (engine/infer/cpu_kernels/linear_f16.cpp: it streams the weight at
+decode and beats FBGEMM at prefill); where that could not be built, FBGEMM's fp16 GEMM (shipped in torch's CPU
+build, AVX2) over its packed copy of the weight. Used for dtype "auto" on such CPUs; dtype "float32" keeps
+exact fp32 (bit-for-bit parity with HF).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import torch
 from torch import nn
 
+from engine.infer import cpu_kernels
 from engine.infer.layers.embed_head import LMHead
 
 log = logging.getLogger(__name__)
@@ -49,21 +52,30 @@ def fp16_weights_supported() -> bool:
 
 
 class Fp16WeightLinear(nn.Module):
-    """A linear layer whose weight lives only as fp16 in FBGEMM's packed layout; fp32 in and out."""
+    """A linear layer whose weight lives only as fp16 (plain for our kernel, else FBGEMM's packed layout); fp32
+    in and out."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.weight_bytes = weight.numel() * 2
-        """Bytes of fp16 weight a forward reads (the packed handle itself is a few bytes)."""
+        """Bytes of fp16 weight a forward reads."""
+        self.native = cpu_kernels.available()
         with torch.no_grad():
-            packed = torch.ops.aten.fbgemm_pack_gemm_matrix_fp16(weight.detach().float().contiguous())
-            bias = torch.zeros(self.out_features) if bias is None else bias.detach().float().clone()
-        self.register_buffer("packed", packed, persistent=False)
+            if self.native:
+                fp16 = weight.detach().half().contiguous()
+            else:
+                fp16 = torch.ops.aten.fbgemm_pack_gemm_matrix_fp16(weight.detach().float().contiguous())
+                if bias is None:  # FBGEMM's op always adds one
+                    bias = torch.zeros(self.out_features)
+            bias = None if bias is None else bias.detach().float().clone()
+        self.register_buffer("fp16", fp16, persistent=False)
         self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fp16_weight_linear(x, self.packed, self.bias)
+        if self.native:
+            return cpu_kernels.linear_f16w(x, self.fp16, self.bias)
+        return fp16_weight_linear(x, self.fp16, self.bias)
 
 
 def use_fp16_weights(model: nn.Module) -> int:

@@ -1,0 +1,88 @@
+"""The engine's hand-written CPU kernels (C++), built on first use for this machine and cached on disk.
+
+Torch ops are fine where a step's arithmetic is large; a batch-1 decode step is many small pieces of work, and
+dispatching a dozen torch ops per layer for its attention cost more than the attention itself. The kernels
+here do such a piece in one call. They are compiled with the host's own instruction set (-march=native), so
+the build folder is keyed by the source, torch and the CPU; a machine without a C++ compiler keeps the torch
+ops (`available()` is False and the engine says so in its log).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCES = [Path(__file__).with_name(name) for name in ("paged_decode.cpp", "linear_f16.cpp")]
+
+
+def _cpu_key() -> str:
+    """What the compiled code depends on besides its source: torch, the compiler target and the CPU's features."""
+    flags = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = next((ln for ln in cpuinfo.read_text().splitlines() if ln.startswith(("flags", "Features"))), "")
+    text = "|".join([torch.__version__, sys.version, platform.machine(), platform.processor(), flags,
+                     *(p.read_text() for p in SOURCES)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_dir() -> Path:
+    root = Path(os.environ.get("INKSTONE_CPU_KERNELS_DIR") or Path.home() / ".cache" / "inkstone" / "cpu_kernels")
+    return root / _cpu_key()
+
+
+@functools.cache
+def available() -> bool:
+    """Build (once per machine and source) and load the kernels; False, logged, where that fails."""
+    if os.environ.get("INKSTONE_NO_CPU_KERNELS"):
+        return False
+    from torch.utils import cpp_extension
+
+    folder = build_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    if not any(folder.glob("*.so")):
+        log.info("building the CPU kernels for this machine in %s (once, about a minute)", folder)
+    flags = ["-O3", "-march=native"]
+    if sys.platform == "linux":  # ATen's thread pool is OpenMP here; at::parallel_for inlines its pragma
+        flags.append("-fopenmp")
+    try:
+        cpp_extension.load(name="inkstone_cpu_kernels", sources=[str(s) for s in SOURCES], extra_cflags=flags,
+                           extra_ldflags=["-fopenmp"] if sys.platform == "linux" else [], build_directory=str(folder),
+                           is_python_module=False, verbose=False)
+    except Exception as exc:  # no compiler, headers missing: the torch ops still work, only slower
+        log.warning("CPU kernels unavailable, decode attention stays in torch ops: %s", exc)
+        return False
+    # What a compiled graph needs to trace through the op: its output's shape, dtype and device.
+    torch.library.register_fake("inkstone_cpu::paged_decode")(_paged_decode_fake)
+    torch.library.register_fake("inkstone_cpu::linear_f16w")(_linear_f16w_fake)
+    return True
+
+
+def _paged_decode_fake(q, key, value, kv_cache, layer, slot_mapping, seq_lens, block_tables, scale):
+    return torch.empty_like(q)
+
+
+def _linear_f16w_fake(x, weight, bias):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def linear_f16w(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., in] fp32 times weight [out, in] fp16 (+ bias [out] fp32) -> [..., out] fp32, accumulated in fp32."""
+    return torch.ops.inkstone_cpu.linear_f16w(x, weight, bias)
+
+
+def paged_decode(q, key, value, kv_cache, layer: int, slot_mapping, seq_lens, block_tables, scale: float):
+    """Store key/value [B, Hkv, D] at slot_mapping (-1: skip) in layer `layer` of kv_cache
+    [2, layers, blocks, block_size, Hkv, D], then attend q [B, H, D] over each sequence's cached context
+    (seq_lens [B] int32, 0 for a padding row; block_tables [B, W] int32) -> [B, H, D]."""
+    return torch.ops.inkstone_cpu.paged_decode(q, key, value, kv_cache, layer, slot_mapping, seq_lens,
+                                               block_tables, scale)

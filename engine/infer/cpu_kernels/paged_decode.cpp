@@ -1,0 +1,138 @@
+// Paged decode attention on the CPU: store this step's K/V, then one query token per sequence attends over its
+// cached context, read straight from the cache blocks (no gather copy). Written by hand because the same step
+// in torch ops is a dozen dispatches per layer, which at batch 1 cost more than the attention arithmetic.
+// Built on first use by engine/infer/cpu_kernels/__init__.py; plain C++ the compiler vectorizes (-O3, the
+// host's own instruction set), threads from ATen's pool.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace {
+
+template <typename cache_t>
+void store(const at::Tensor& key, const at::Tensor& value, cache_t* k_cache, cache_t* v_cache,
+           const int64_t* slots, int64_t batch, int64_t row) {
+  // row = num_kv_heads * head_dim: one token's K (or V) in the cache.
+  auto k = key.to(at::kFloat).contiguous();
+  auto v = value.to(at::kFloat).contiguous();
+  const float* kp = k.data_ptr<float>();
+  const float* vp = v.data_ptr<float>();
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t slot = slots[b];
+    if (slot < 0) continue;  // a padding row of a compiled batch, or a token whose KV is not kept
+    for (int64_t i = 0; i < row; ++i) {
+      k_cache[slot * row + i] = static_cast<cache_t>(kp[b * row + i]);
+      v_cache[slot * row + i] = static_cast<cache_t>(vp[b * row + i]);
+    }
+  }
+}
+
+template <typename cache_t>
+void attend(const float* q, const cache_t* k_cache, const cache_t* v_cache, const int32_t* seq_lens,
+            const int32_t* tables, int64_t table_width, int64_t batch, int64_t heads, int64_t kv_heads,
+            int64_t head_dim, int64_t block_size, float scale, float* out) {
+  const int64_t group = heads / kv_heads;  // query heads per kv head (GQA), laid out as HF's repeat_kv
+  const int64_t token_stride = kv_heads * head_dim;
+  at::parallel_for(0, batch * kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    std::vector<float> acc(group * head_dim);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / kv_heads, h = task % kv_heads;
+      const int64_t len = seq_lens[b];
+      const float* qb = q + (b * heads + h * group) * head_dim;
+      float* ob = out + (b * heads + h * group) * head_dim;
+      if (len <= 0) {  // a padding row: nothing to attend to
+        std::fill(ob, ob + group * head_dim, 0.0f);
+        continue;
+      }
+      scores.resize(group * len);
+      const int32_t* table = tables + b * table_width;
+      for (int64_t t = 0; t < len; ++t) {
+        const int64_t slot = static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size;
+        const cache_t* kt = k_cache + slot * token_stride + h * head_dim;
+        for (int64_t g = 0; g < group; ++g) {
+          const float* qg = qb + g * head_dim;
+          float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t d = 0; d < head_dim; ++d) dot += qg[d] * static_cast<float>(kt[d]);
+          scores[g * len + t] = dot * scale;
+        }
+      }
+      for (int64_t g = 0; g < group; ++g) {  // softmax in fp32, max-subtracted
+        float* s = scores.data() + g * len;
+        const float peak = *std::max_element(s, s + len);
+        float total = 0.0f;
+        for (int64_t t = 0; t < len; ++t) {
+          s[t] = std::exp(s[t] - peak);
+          total += s[t];
+        }
+        const float inv = 1.0f / total;
+        for (int64_t t = 0; t < len; ++t) s[t] *= inv;
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t t = 0; t < len; ++t) {
+        const int64_t slot = static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size;
+        const cache_t* vt = v_cache + slot * token_stride + h * head_dim;
+        for (int64_t g = 0; g < group; ++g) {
+          const float p = scores[g * len + t];
+          float* a = acc.data() + g * head_dim;
+#pragma omp simd
+          for (int64_t d = 0; d < head_dim; ++d) a[d] += p * static_cast<float>(vt[d]);
+        }
+      }
+      std::copy(acc.begin(), acc.end(), ob);
+    }
+  });
+}
+
+// q [B, H, D]; key/value [B, Hkv, D] (this step's); kv_cache [2, layers, blocks, block_size, Hkv, D];
+// slot_mapping [B] int64 (-1: do not store; empty: the caller stored them already); seq_lens [B] int32 (0: a padding row, output zeros);
+// block_tables [B, W] int32. Returns [B, H, D] in q's dtype.
+at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& key, const at::Tensor& value, at::Tensor kv_cache,
+                        int64_t layer, const at::Tensor& slot_mapping, const at::Tensor& seq_lens,
+                        const at::Tensor& block_tables, double scale) {
+  TORCH_CHECK(kv_cache.dim() == 6 && kv_cache.size(0) == 2 && kv_cache.is_contiguous(),
+              "kv_cache: expected a contiguous [2, layers, blocks, block_size, kv_heads, head_dim] tensor");
+  TORCH_CHECK(slot_mapping.scalar_type() == at::kLong, "slot_mapping: expected int64");
+  TORCH_CHECK(seq_lens.scalar_type() == at::kInt && block_tables.scalar_type() == at::kInt,
+              "seq_lens and block_tables: expected int32");
+  const int64_t batch = q.size(0), heads = q.size(1), head_dim = q.size(2);
+  const int64_t layers = kv_cache.size(1), blocks = kv_cache.size(2), block_size = kv_cache.size(3);
+  const int64_t kv_heads = kv_cache.size(4);
+  TORCH_CHECK(kv_cache.size(5) == head_dim && heads % kv_heads == 0, "q and kv_cache: head shapes disagree");
+  TORCH_CHECK(layer >= 0 && layer < layers, "layer out of range");
+  TORCH_CHECK(slot_mapping.numel() == 0 || slot_mapping.numel() == batch, "slot_mapping: expected one slot per row");
+  TORCH_CHECK(seq_lens.numel() == batch && block_tables.size(0) == batch, "seq_lens, block_tables: one row each");
+  auto slots = slot_mapping.contiguous();
+  auto lens = seq_lens.contiguous();
+  auto tables = block_tables.contiguous();
+  auto qf = q.to(at::kFloat).contiguous();
+  auto out = at::empty({batch, heads, head_dim}, q.options().dtype(at::kFloat));
+  const int64_t layer_elems = blocks * block_size * kv_heads * head_dim;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, kv_cache.scalar_type(), "paged_decode", [&] {
+    scalar_t* base = kv_cache.data_ptr<scalar_t>();
+    scalar_t* k_cache = base + layer * layer_elems;
+    scalar_t* v_cache = base + (layers + layer) * layer_elems;
+    if (slots.numel() > 0) {
+      store<scalar_t>(key, value, k_cache, v_cache, slots.data_ptr<int64_t>(), batch, kv_heads * head_dim);
+    }
+    attend<scalar_t>(qf.data_ptr<float>(), k_cache, v_cache, lens.data_ptr<int32_t>(), tables.data_ptr<int32_t>(),
+                     tables.size(1), batch, heads, kv_heads, head_dim, block_size, static_cast<float>(scale),
+                     out.data_ptr<float>());
+  });
+  return out.to(q.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY(inkstone_cpu, m) {
+  m.def("paged_decode(Tensor q, Tensor key, Tensor value, Tensor(a!) kv_cache, int layer, Tensor slot_mapping, "
+        "Tensor seq_lens, Tensor block_tables, float scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(inkstone_cpu, CPU, m) { m.impl("paged_decode", &paged_decode); }

@@ -1,0 +1,138 @@
+"""The hand-written CPU kernels (engine/infer/cpu_kernels) against the torch ops they replace.
+
+Decode attention is checked against the torch paged-attention op on the same cache (GQA, shuffled blocks,
+padding rows, every cache dtype); the fp16-weight linear against fp32 matmul over the same fp16 weights, on
+both of its paths (streaming for small batches, converted slices for prefill) and at shapes that do not fill
+its 4-row and 8-lane steps.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.infer import cpu_kernels
+from engine.infer.layers import fp16_weights
+from engine.infer.layers.attention import cpu_paged_decode, paged_attention_decode, store_kvcache
+
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler: the torch ops stay in use")
+
+
+def _paged_batch(dtype, seq_lens, heads=9, kv_heads=3, head_dim=64, block_size=16, layers=3, blocks=64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    cache = torch.randn(2, layers, blocks, block_size, kv_heads, head_dim, generator=gen).to(dtype)
+    batch = len(seq_lens)
+    width = max(1, max((n + block_size - 1) // block_size for n in seq_lens))
+    tables = torch.full((batch, width), -1, dtype=torch.int32)
+    free = torch.randperm(blocks, generator=gen).tolist()
+    for b, n in enumerate(seq_lens):
+        for i in range((n + block_size - 1) // block_size):
+            tables[b, i] = free.pop()
+    slots = torch.tensor([int(tables[b, (n - 1) // block_size]) * block_size + (n - 1) % block_size if n else -1
+                          for b, n in enumerate(seq_lens)])
+    q = torch.randn(batch, heads, head_dim, generator=gen).to(dtype)
+    k = torch.randn(batch, kv_heads, head_dim, generator=gen).to(dtype)
+    v = torch.randn(batch, kv_heads, head_dim, generator=gen).to(dtype)
+    return cache, q, k, v, slots, torch.tensor(seq_lens, dtype=torch.int32), tables
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
+def test_paged_decode_stores_and_attends_like_the_torch_ops(dtype, tol):
+    seq_lens = [1, 37, 16, 100]
+    cache, q, k, v, slots, lens, tables = _paged_batch(dtype, seq_lens)
+    expected_cache = cache.clone()
+    out = cpu_kernels.paged_decode(q, k, v, cache, 1, slots, lens, tables, 0.125)
+    store_kvcache(k, v, expected_cache[0, 1], expected_cache[1, 1], slots)
+    assert torch.equal(cache, expected_cache)  # this step's K/V landed in their slots of layer 1, nothing else
+    expected = paged_attention_decode(q, expected_cache[0, 1], expected_cache[1, 1], lens, tables, 0.125)
+    assert out.dtype == dtype and out.shape == q.shape
+    assert (out.float() - expected.float()).abs().max() < tol
+
+
+def test_padding_rows_neither_store_nor_attend():
+    cache, q, k, v, slots, lens, tables = _paged_batch(torch.float32, [20, 0, 5])
+    before = cache.clone()
+    out = cpu_kernels.paged_decode(q, k, v, cache, 0, slots, lens, tables, 0.125)
+    assert torch.count_nonzero(out[1]) == 0
+    changed = (cache != before).any(-1).any(-1).nonzero().tolist()  # (k or v, layer, block, offset)
+    stored = {(int(s) // 16, int(s) % 16) for s in slots if s >= 0}
+    assert {(kv, layer) for kv, layer, _, _ in changed} <= {(0, 0), (1, 0)}
+    assert {(block, offset) for _, _, block, offset in changed} <= stored
+
+
+def test_an_empty_slot_mapping_attends_over_what_is_already_cached():
+    cache, q, k, v, slots, lens, tables = _paged_batch(torch.float32, [9, 33])
+    before = cache.clone()
+    out = cpu_kernels.paged_decode(q, k, v, cache, 2, torch.empty(0, dtype=torch.long), lens, tables, 0.1)
+    assert torch.equal(cache, before)
+    expected = paged_attention_decode(q, cache[0, 2], cache[1, 2], lens, tables, 0.1)
+    assert (out - expected).abs().max() < 1e-5
+
+
+def test_paged_decode_rejects_a_cache_of_the_wrong_shape():
+    cache, q, k, v, slots, lens, tables = _paged_batch(torch.float32, [4])
+    with pytest.raises(RuntimeError, match="kv_cache"):
+        cpu_kernels.paged_decode(q, k, v, cache[0], 0, slots, lens, tables, 0.1)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 16, 24, 25, 200])
+@pytest.mark.parametrize("n,k", [(96, 64), (131, 77), (600, 1536)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_fp16_weight_linear_matches_fp32_matmul(m, n, k, with_bias):
+    gen = torch.Generator().manual_seed(m * n + k)
+    weight = (torch.randn(n, k, generator=gen) * 0.05).half()
+    bias = torch.randn(n, generator=gen) if with_bias else None
+    x = torch.randn(m, k, generator=gen)
+    expected = torch.nn.functional.linear(x, weight.float(), bias)
+    out = cpu_kernels.linear_f16w(x, weight, bias)
+    assert out.dtype == torch.float32 and out.shape == (m, n)
+    assert (out - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("m", [1, 300])
+def test_fp16_weight_linear_runs_under_inference_mode(m):
+    """The engine calls it under torch.inference_mode; the prefill path's worker threads write its output too."""
+    weight, bias = torch.randn(300, 64).half(), torch.randn(300)
+    x = torch.randn(m, 64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the failure needs a second thread in the pool
+    try:
+        with torch.inference_mode():
+            out = cpu_kernels.linear_f16w(x, weight, bias)
+    finally:
+        torch.set_num_threads(threads)
+    assert (out - torch.nn.functional.linear(x, weight.float(), bias)).abs().max() < 1e-4
+
+
+def test_fp16_weight_linear_keeps_leading_dimensions_and_refuses_a_mismatch():
+    weight = torch.randn(8, 16).half()
+    x = torch.randn(2, 3, 16)
+    assert cpu_kernels.linear_f16w(x, weight, None).shape == (2, 3, 8)
+    with pytest.raises(RuntimeError, match="16"):
+        cpu_kernels.linear_f16w(torch.randn(2, 15), weight, None)
+
+
+def test_the_torch_ops_stand_in_gives_what_the_kernel_gives():
+    """Where the kernels cannot be built, a compiled graph calls cpu_paged_decode instead: same arguments, padding
+    rows included, same cache writes and (for the real rows) the same output."""
+    cache, q, k, v, slots, lens, tables = _paged_batch(torch.float32, [7, 0, 50])
+    tables[1] = 0  # a padding row's table as the compiled graph's buffers hold it
+    theirs = cache.clone()
+    out = cpu_kernels.paged_decode(q, k, v, cache, 1, slots, lens, tables, 0.125)
+    stand_in = cpu_paged_decode(q, k, v, theirs, 1, slots, lens, tables, 0.125)
+    assert torch.equal(cache, theirs)
+    assert (out[[0, 2]] - stand_in[[0, 2]]).abs().max() < 1e-5
+
+
+def test_fp16_weight_layers_fall_back_to_fbgemm_without_the_kernels(monkeypatch):
+    if not fp16_weights.fp16_weights_supported():
+        pytest.skip("this torch build or CPU has no FBGEMM fp16 GEMM")
+    weight, bias = torch.randn(40, 24) * 0.1, torch.randn(40)
+    x = torch.randn(3, 24)
+    native = fp16_weights.Fp16WeightLinear(weight, bias)
+    monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+    packed = fp16_weights.Fp16WeightLinear(weight, None)
+    assert native.native and not packed.native
+    expected = torch.nn.functional.linear(x, weight.half().float())
+    assert (native(x) - expected - bias).abs().max() < 1e-4
+    assert (packed(x) - expected).abs().max() < 1e-4
