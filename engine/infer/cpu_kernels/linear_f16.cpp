@@ -39,7 +39,8 @@ inline void prefetch(const at::Half* p) {
 inline __m256 load8(const at::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 #endif
 
-// Rows [n0, n0 + 4) of y for rows m0 and m0 + 1 of x (m1 == m0 when there is one).
+// Rows [n0, n0 + 4) of y for two rows of x (x0/y0 and x1/y1); for the last of an odd M, two is false and
+// x1/y1 alias x0/y0, only read.
 inline void dot4x2(const float* x0, const float* x1, bool two, const at::Half* w, int64_t K, int64_t n0,
                    float* y0, float* y1) {
   const at::Half* r[kRows] = {w + n0 * K, w + (n0 + 1) * K, w + (n0 + 2) * K, w + (n0 + 3) * K};
@@ -144,17 +145,15 @@ at::Tensor linear_f16w(const at::Tensor& x, const at::Tensor& weight, const c10:
   shape.back() = N;
   auto x2 = x.reshape({-1, K}).contiguous();
   const int64_t M = x2.size(0);
-  at::Tensor y;
+  auto y = at::empty({M, N}, x.options());
+  const bool has_bias = bias.has_value() && bias->defined();
   if (M <= kSmallM) {
-    y = at::empty({M, N}, x.options());
     streaming(x2.data_ptr<float>(), weight.data_ptr<at::Half>(), M, N, K, y.data_ptr<float>());
-    if (bias.has_value() && bias->defined()) y.add_(*bias);
+    if (has_bias) y.add_(*bias);
   } else {
     // Each thread converts its own slices and multiplies them (a GEMM inside the pool runs single-threaded).
     // The pool's threads do not inherit the caller's inference mode, and writing into an inference tensor
     // outside it is refused: they take the caller's thread-local state.
-    y = at::empty({M, N}, x.options());
-    const bool has_bias = bias.has_value() && bias->defined();
     const at::ThreadLocalState caller;
     at::parallel_for(0, (N + kSlice - 1) / kSlice, 1, [&](int64_t begin, int64_t end) {
       const at::ThreadLocalStateGuard same_state(caller);
