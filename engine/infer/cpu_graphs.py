@@ -147,8 +147,11 @@ class CpuDecodeGraphs:
         decode_step = types.FunctionType(own_code, decode_step.__globals__, own_code.co_name,
                                          decode_step.__defaults__, decode_step.__closure__)
         try:
+            # cpp_wrapper: the graph's kernels are called from generated C++ rather than a Python wrapper, which
+            # took ~1-1.5 ms off a 12 ms batch-1 step of the bundled model (2-core EPYC, measured alternately).
             compiled = torch.compile(decode_step, dynamic=False, fullgraph=True,
-                                     options={"guard_filter_fn": torch.compiler.skip_all_guards_unsafe})
+                                     options={"guard_filter_fn": torch.compiler.skip_all_guards_unsafe,
+                                              "cpp_wrapper": True})
             with torch.inference_mode():
                 compiled(buf)  # padding rows only: nothing is stored, the output is dropped
         except Exception as exc:  # no C++ compiler, an unsupported op: this bucket stays eager

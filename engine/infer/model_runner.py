@@ -78,10 +78,13 @@ class ModelRunner:
         self.model.load_weights(model_path)
         self.model.eval()
         self.fp16_weights = False
-        """fp32 compute over fp16 weights (dtype "auto" on a CPU without native bf16 that runs FBGEMM)."""
-        if device.type == "cpu" and config.dtype == "auto" and dtype == torch.float32 and fp16_weights_supported():
+        """fp32 compute over fp16 weights (dtype "auto" on a CPU without native bf16, through our C++ kernel or,
+        where it could not be built, FBGEMM's)."""
+        if device.type == "cpu" and config.dtype == "auto" and dtype == torch.float32 and (
+                cpu_kernels.available() or fp16_weights_supported()):
             self.fp16_weights = use_fp16_weights(self.model) > 0
-            log.info("CPU without native bf16: fp32 compute over fp16 weights (FBGEMM)")
+            log.info("CPU without native bf16: fp32 compute over fp16 weights (%s)",
+                     "our kernel" if cpu_kernels.available() else "FBGEMM")
         self.max_position = max_position
         self.sampler = Sampler()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}

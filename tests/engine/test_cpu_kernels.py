@@ -75,8 +75,12 @@ def test_paged_decode_rejects_a_cache_of_the_wrong_shape():
         cpu_kernels.paged_decode(q, k, v, cache[0], 0, slots, lens, tables, 0.1)
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 16, 24, 25, 200])
-@pytest.mark.parametrize("n,k", [(96, 64), (131, 77), (600, 1536)])
+def _linear(x, weight, bias):
+    return cpu_kernels.linear_f16w(x, cpu_kernels.pack_f16w(weight), bias, weight.shape[0])
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 16, 24, 25, 200])
+@pytest.mark.parametrize("n,k", [(96, 64), (131, 77), (600, 1536), (3, 5)])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_fp16_weight_linear_matches_fp32_matmul(m, n, k, with_bias):
     gen = torch.Generator().manual_seed(m * n + k)
@@ -84,7 +88,7 @@ def test_fp16_weight_linear_matches_fp32_matmul(m, n, k, with_bias):
     bias = torch.randn(n, generator=gen) if with_bias else None
     x = torch.randn(m, k, generator=gen)
     expected = torch.nn.functional.linear(x, weight.float(), bias)
-    out = cpu_kernels.linear_f16w(x, weight, bias)
+    out = _linear(x, weight, bias)
     assert out.dtype == torch.float32 and out.shape == (m, n)
     assert (out - expected).abs().max() < 1e-4
 
@@ -98,7 +102,7 @@ def test_fp16_weight_linear_runs_under_inference_mode(m):
     torch.set_num_threads(2)  # the failure needs a second thread in the pool
     try:
         with torch.inference_mode():
-            out = cpu_kernels.linear_f16w(x, weight, bias)
+            out = _linear(x, weight, bias)
     finally:
         torch.set_num_threads(threads)
     assert (out - torch.nn.functional.linear(x, weight.float(), bias)).abs().max() < 1e-4
@@ -107,9 +111,21 @@ def test_fp16_weight_linear_runs_under_inference_mode(m):
 def test_fp16_weight_linear_keeps_leading_dimensions_and_refuses_a_mismatch():
     weight = torch.randn(8, 16).half()
     x = torch.randn(2, 3, 16)
-    assert cpu_kernels.linear_f16w(x, weight, None).shape == (2, 3, 8)
+    assert _linear(x, weight, None).shape == (2, 3, 8)
     with pytest.raises(RuntimeError, match="16"):
-        cpu_kernels.linear_f16w(torch.randn(2, 15), weight, None)
+        _linear(torch.randn(2, 15), weight, None)
+    with pytest.raises(RuntimeError, match="groups"):  # more output features than the packed weight holds
+        cpu_kernels.linear_f16w(x, cpu_kernels.pack_f16w(weight), None, 9)
+    with pytest.raises(RuntimeError, match="pack_f16w"):  # a plain [out, in] weight
+        cpu_kernels.linear_f16w(x, weight, None, 8)
+
+
+def test_packing_puts_each_group_of_eight_rows_k_major():
+    weight = torch.arange(10 * 3, dtype=torch.float32).view(10, 3)
+    packed = cpu_kernels.pack_f16w(weight)
+    assert packed.shape == (2, 3, 8) and packed.dtype == torch.float16
+    assert torch.equal(packed[0, 1], weight[:8, 1].half())
+    assert torch.equal(packed[1, 2, :2], weight[8:, 2].half()) and not packed[1, :, 2:].any()
 
 
 def test_the_torch_ops_stand_in_gives_what_the_kernel_gives():

@@ -81,13 +81,28 @@ def _paged_decode_fake(q, key, value, kv_cache, layer, slot_mapping, seq_lens, b
     return torch.empty_like(q)
 
 
-def _linear_f16w_fake(x, weight, bias):
-    return x.new_empty(*x.shape[:-1], weight.shape[0])
+def _linear_f16w_fake(x, packed, bias, out_features):
+    return x.new_empty(*x.shape[:-1], out_features)
 
 
-def linear_f16w(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x [..., in] fp32 times weight [out, in] fp16 (+ bias [out] fp32) -> [..., out] fp32, accumulated in fp32."""
-    return torch.ops.inkstone_cpu.linear_f16w(x, weight, bias)
+PACK_GROUP = 8
+"""Output rows per group of the packed fp16 weight layout (linear_f16.cpp says why it is packed)."""
+
+
+def pack_f16w(weight: torch.Tensor) -> torch.Tensor:
+    """A weight [out, in] as linear_f16w reads it: fp16, [ceil(out / 8), in, 8], each group of 8 output rows stored
+    k-major (the last group zero-padded)."""
+    out_features, in_features = weight.shape
+    groups = -(-out_features // PACK_GROUP)
+    padded = torch.zeros(groups * PACK_GROUP, in_features, dtype=torch.float16)
+    padded[:out_features] = weight.detach()
+    return padded.view(groups, PACK_GROUP, in_features).transpose(1, 2).contiguous()
+
+
+def linear_f16w(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, out_features: int) -> torch.Tensor:
+    """x [..., in] fp32 times a weight packed by pack_f16w (+ bias [out] fp32) -> [..., out] fp32, accumulated in
+    fp32."""
+    return torch.ops.inkstone_cpu.linear_f16w(x, packed, bias, out_features)
 
 
 def paged_decode(q, key, value, kv_cache, layer: int, slot_mapping, seq_lens, block_tables, scale: float):

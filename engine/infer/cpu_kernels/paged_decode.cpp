@@ -11,7 +11,46 @@
 #include <cmath>
 #include <vector>
 
+#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+#include <immintrin.h>
+#define INKSTONE_AVX2 1
+#endif
+
 namespace {
+
+// One cached token's K (or V) row in fp32. An fp16/bf16 cache is converted once per row into a small buffer
+// that every query head of the group then reads: converting element by element inside the dot products left
+// the compiler nothing to vectorize (a batch of 16 at ~370 tokens of context took 4x the fp32 cache's time).
+inline const float* as_float(const float* row, int64_t, float*) { return row; }
+
+template <typename T>
+inline const float* as_float(const T* row, int64_t n, float* buf) {  // any other cache dtype (fp64)
+  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<float>(row[i]);
+  return buf;
+}
+
+inline const float* as_float(const at::Half* row, int64_t n, float* buf) {
+  int64_t i = 0;
+#ifdef INKSTONE_AVX2
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(buf + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i))));
+  }
+#endif
+  for (; i < n; ++i) buf[i] = static_cast<float>(row[i]);
+  return buf;
+}
+
+inline const float* as_float(const at::BFloat16* row, int64_t n, float* buf) {
+  int64_t i = 0;
+#ifdef INKSTONE_AVX2
+  for (; i + 8 <= n; i += 8) {  // bf16 is the top half of an fp32: widen and shift
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i)));
+    _mm256_storeu_ps(buf + i, _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
+  }
+#endif
+  for (; i < n; ++i) buf[i] = static_cast<float>(row[i]);
+  return buf;
+}
 
 template <typename cache_t>
 void store(const at::Tensor& key, const at::Tensor& value, cache_t* k_cache, cache_t* v_cache,
@@ -46,6 +85,7 @@ void attend(const float* q, const cache_t* k_cache, const cache_t* v_cache, cons
   at::parallel_for(0, batch * splits, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     std::vector<float> acc(rows * head_dim);
+    std::vector<float> row(task_heads * head_dim);  // a token's K or V for the task's kv heads, as fp32
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / splits, h0 = (task % splits) * task_heads;
       const int64_t len = seq_lens[b];
@@ -59,13 +99,13 @@ void attend(const float* q, const cache_t* k_cache, const cache_t* v_cache, cons
       const int32_t* table = tables + b * table_width;
       for (int64_t t = 0; t < len; ++t) {
         const int64_t slot = static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size;
-        const cache_t* kt = k_cache + slot * token_stride + h0 * head_dim;
+        const float* kt = as_float(k_cache + slot * token_stride + h0 * head_dim, row.size(), row.data());
         for (int64_t r = 0; r < rows; ++r) {  // query head r reads kv head r / group
           const float* qr = qb + r * head_dim;
-          const cache_t* kh = kt + (r / group) * head_dim;
+          const float* kh = kt + (r / group) * head_dim;
           float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-          for (int64_t d = 0; d < head_dim; ++d) dot += qr[d] * static_cast<float>(kh[d]);
+          for (int64_t d = 0; d < head_dim; ++d) dot += qr[d] * kh[d];
           scores[r * len + t] = dot * scale;
         }
       }
@@ -83,13 +123,13 @@ void attend(const float* q, const cache_t* k_cache, const cache_t* v_cache, cons
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t t = 0; t < len; ++t) {
         const int64_t slot = static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size;
-        const cache_t* vt = v_cache + slot * token_stride + h0 * head_dim;
+        const float* vt = as_float(v_cache + slot * token_stride + h0 * head_dim, row.size(), row.data());
         for (int64_t r = 0; r < rows; ++r) {
           const float p = scores[r * len + t];
-          const cache_t* vh = vt + (r / group) * head_dim;
+          const float* vh = vt + (r / group) * head_dim;
           float* a = acc.data() + r * head_dim;
 #pragma omp simd
-          for (int64_t d = 0; d < head_dim; ++d) a[d] += p * static_cast<float>(vh[d]);
+          for (int64_t d = 0; d < head_dim; ++d) a[d] += p * vh[d];
         }
       }
       std::copy(acc.begin(), acc.end(), ob);

@@ -52,8 +52,8 @@ def fp16_weights_supported() -> bool:
 
 
 class Fp16WeightLinear(nn.Module):
-    """A linear layer whose weight lives only as fp16 (plain for our kernel, else FBGEMM's packed layout); fp32
-    in and out."""
+    """A linear layer whose weight lives only as fp16 (packed for our kernel, else in FBGEMM's packed layout);
+    fp32 in and out."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
@@ -63,7 +63,7 @@ class Fp16WeightLinear(nn.Module):
         self.native = cpu_kernels.available()
         with torch.no_grad():
             if self.native:
-                fp16 = weight.detach().half().contiguous()
+                fp16 = cpu_kernels.pack_f16w(weight)
             else:
                 fp16 = torch.ops.aten.fbgemm_pack_gemm_matrix_fp16(weight.detach().float().contiguous())
                 if bias is None:  # FBGEMM's op always adds one
@@ -74,7 +74,7 @@ class Fp16WeightLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.native:
-            return cpu_kernels.linear_f16w(x, self.fp16, self.bias)
+            return cpu_kernels.linear_f16w(x, self.fp16, self.bias, self.out_features)
         return fp16_weight_linear(x, self.fp16, self.bias)
 
 
