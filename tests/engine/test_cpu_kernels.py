@@ -8,6 +8,11 @@ its 4-row and 8-lane steps.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -152,3 +157,21 @@ def test_fp16_weight_layers_fall_back_to_fbgemm_without_the_kernels(monkeypatch)
     expected = torch.nn.functional.linear(x, weight.half().float())
     assert (native(x) - expected - bias).abs().max() < 1e-4
     assert (packed(x) - expected).abs().max() < 1e-4
+
+
+@pytest.mark.slow  # a real build: about a minute on 2 cores
+def test_a_fresh_build_leaves_only_the_finished_library(tmp_path):
+    """A process that starts while another builds must never find a half-linked library: the build happens in a
+    folder of its own and only the linked file is renamed into place."""
+    code = ("from engine.infer import cpu_kernels; import torch; assert cpu_kernels.available(); "
+            "print(cpu_kernels.build_dir()); "
+            "w = cpu_kernels.pack_f16w(torch.ones(8, 4)); print(cpu_kernels.linear_f16w(torch.ones(1, 4), w, None, 8))")
+    env = dict(os.environ, INKSTONE_CPU_KERNELS_DIR=str(tmp_path))
+    env.pop("INKSTONE_NO_CPU_KERNELS", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.splitlines()[0])
+    assert folder.parent == tmp_path
+    assert [p.name for p in folder.iterdir()] == [f"{cpu_kernels.NAME}.so"]
+    assert "4., 4., 4." in done.stdout

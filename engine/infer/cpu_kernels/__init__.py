@@ -14,7 +14,9 @@ import hashlib
 import logging
 import os
 import platform
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -71,10 +73,16 @@ def _build(folder: Path) -> None:
 
     log.info("building the CPU kernels for this machine in %s (once, about a minute)", folder)
     folder.mkdir(parents=True, exist_ok=True)
-    # Another process building the same folder at the same time waits on cpp_extension's lock file.
-    cpp_extension.load(name=NAME, sources=[str(s) for s in SOURCES], extra_cflags=CFLAGS,
-                       extra_ldflags=["-fopenmp"] if sys.platform == "linux" else [], build_directory=str(folder),
-                       is_python_module=False, verbose=False)
+    # Built in a folder of its own and renamed into place when linked: a process starting meanwhile finds the
+    # library whole or not at all (and then builds its own), never half-written.
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=folder))
+    try:
+        cpp_extension.load(name=NAME, sources=[str(s) for s in SOURCES], extra_cflags=CFLAGS,
+                           extra_ldflags=["-fopenmp"] if sys.platform == "linux" else [], build_directory=str(work),
+                           is_python_module=False, verbose=False)
+        os.replace(work / f"{NAME}.so", folder / f"{NAME}.so")  # loaded already; the mapping outlives the name
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _paged_decode_fake(q, key, value, kv_cache, layer, slot_mapping, seq_lens, block_tables, scale):
