@@ -88,14 +88,6 @@ inline void group_scalar(const float* x, int64_t K, const at::Half* p, float* ou
 
 void streaming(const float* x, const at::Half* w, int64_t M, int64_t N, int64_t K, float* y) {
   const int64_t groups = (N + kGroup - 1) / kGroup;
-#ifdef INKSTONE_AVX2
-  if (M == 1 && N % kGroup == 0) {  // batch-1 decode, the case that matters most: nothing but the stream
-    at::parallel_for(0, groups, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t g = begin; g < end; ++g) _mm256_storeu_ps(y + g * kGroup, group_x1(x, w + g * K * kGroup, K));
-    });
-    return;
-  }
-#endif
   at::parallel_for(0, groups, 4, [&](int64_t begin, int64_t end) {
     alignas(32) float out[kRowsX * kGroup];
     for (int64_t g = begin; g < end; ++g) {
