@@ -2,8 +2,9 @@
 
 Decode attention is checked against the torch paged-attention op on the same cache (GQA, shuffled blocks,
 padding rows, every cache dtype); the fp16-weight linear against fp32 matmul over the same fp16 weights, on
-both of its paths (streaming for small batches, converted slices for prefill) and at shapes that do not fill
-its 4-row and 8-lane steps.
+both of its paths (streaming for small batches, the weight converted for ATen's GEMM at prefill) and at shapes
+that do not fill its 4-row and 8-lane steps; the sampler's row argmax and finiteness check against torch's,
+ties and -inf included; the one-pass RMSNorm, rotary and SiLU-mul against the layers' torch ops.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.infer import cpu_kernels
+from engine.infer import EngineConfig, LLMEngine, SamplingParams, cpu_kernels
 from engine.infer.layers import fp16_weights
+from engine.infer.layers.activation import SiluAndMul, silu_and_mul
 from engine.infer.layers.attention import cpu_paged_decode, paged_attention_decode, store_kvcache
+from engine.infer.layers.norm import RMSNorm, add_rms_norm, rms_norm
+from engine.infer.layers.rotary import RotaryEmbedding, apply_rotary
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler: the torch ops stay in use")
 
@@ -54,6 +58,25 @@ def test_paged_decode_stores_and_attends_like_the_torch_ops(dtype, tol):
     assert (out.float() - expected.float()).abs().max() < tol
 
 
+@pytest.mark.parametrize("seq_lens,threads", [([300], 2), ([700], 4), ([0, 500], 4), ([100], 4)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
+def test_a_context_split_among_threads_is_put_back_together_exactly(seq_lens, threads, dtype, tol):
+    """Fewer sequences than threads: each sequence's context is cut into pieces whose softmax parts are merged."""
+    cache, q, k, v, slots, lens, tables = _paged_batch(dtype, seq_lens, blocks=64)  # up to 44 blocks for one sequence
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = cpu_kernels.paged_decode(q, k, v, cache, 0, slots, lens, tables, 0.125)
+    finally:
+        torch.set_num_threads(before)
+    expected = paged_attention_decode(q, cache[0, 0], cache[1, 0], lens.clamp(min=1), tables.clamp(min=0), 0.125)
+    for row, n in enumerate(seq_lens):
+        if n:
+            assert (out[row].float() - expected[row].float()).abs().max() < tol
+        else:
+            assert torch.count_nonzero(out[row]) == 0
+
+
 def test_padding_rows_neither_store_nor_attend():
     cache, q, k, v, slots, lens, tables = _paged_batch(torch.float32, [20, 0, 5])
     before = cache.clone()
@@ -84,7 +107,7 @@ def _linear(x, weight, bias):
     return cpu_kernels.linear_f16w(x, cpu_kernels.pack_f16w(weight), bias, weight.shape[0])
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 5, 16, 24, 25, 200])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 16, 80, 81, 200])
 @pytest.mark.parametrize("n,k", [(96, 64), (131, 77), (600, 1536), (3, 5)])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_fp16_weight_linear_matches_fp32_matmul(m, n, k, with_bias):
@@ -98,13 +121,23 @@ def test_fp16_weight_linear_matches_fp32_matmul(m, n, k, with_bias):
     assert (out - expected).abs().max() < 1e-4
 
 
+def test_a_weight_over_one_conversion_block_is_multiplied_block_by_block():
+    """Prefill converts at most 16 MiB of fp32 weight per GEMM: 1100 x 4096 takes two blocks, the second partial."""
+    gen = torch.Generator().manual_seed(7)
+    weight = (torch.randn(1100, 4096, generator=gen) * 0.02).half()
+    bias = torch.randn(1100, generator=gen)
+    x = torch.randn(81, 4096, generator=gen)
+    expected = torch.nn.functional.linear(x, weight.float(), bias)
+    assert (_linear(x, weight, bias) - expected).abs().max() < 1e-3
+
+
 @pytest.mark.parametrize("m", [1, 300])
 def test_fp16_weight_linear_runs_under_inference_mode(m):
-    """The engine calls it under torch.inference_mode; the prefill path's worker threads write its output too."""
+    """The engine calls it under torch.inference_mode, where both paths write into an inference tensor."""
     weight, bias = torch.randn(300, 64).half(), torch.randn(300)
     x = torch.randn(m, 64)
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the failure needs a second thread in the pool
+    torch.set_num_threads(2)  # threads of the pool write the output too
     try:
         with torch.inference_mode():
             out = _linear(x, weight, bias)
@@ -175,3 +208,84 @@ def test_a_fresh_build_leaves_only_the_finished_library(tmp_path):
     assert folder.parent == tmp_path
     assert [p.name for p in folder.iterdir()] == [f"{cpu_kernels.NAME}.so"]
     assert "4., 4., 4." in done.stdout
+
+
+@pytest.mark.parametrize("vocab", [1, 7, 8, 9, 49152 + 3])
+def test_row_argmax_and_finiteness_match_torch(vocab):
+    gen = torch.Generator().manual_seed(vocab)
+    logits = torch.randn(5, vocab, generator=gen)
+    logits[1] = torch.randint(0, 3, (vocab,), generator=gen).float()  # many ties: the first one wins
+    logits[2, vocab // 2:] = float("-inf")  # masked tokens
+    logits[3] = float("-inf")  # everything masked: index 0, as torch gives
+    assert cpu_kernels.rows_argmax(logits).tolist() == logits.argmax(-1).tolist()
+    assert cpu_kernels.rows_finite(logits).tolist() == [True, True, False, False, True]
+    for bad in (float("nan"), float("inf")):
+        row = torch.randn(1, vocab, generator=gen)
+        row[0, vocab - 1] = bad
+        assert cpu_kernels.rows_finite(row).tolist() == [False]
+
+
+def test_row_ops_refuse_what_they_cannot_read():
+    with pytest.raises(RuntimeError, match="contiguous float32"):
+        cpu_kernels.rows_argmax(torch.zeros(2, 8, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="contiguous float32"):
+        cpu_kernels.rows_finite(torch.zeros(8, 2).t())
+    with pytest.raises(RuntimeError, match="empty vocabulary"):
+        cpu_kernels.rows_argmax(torch.zeros(2, 0))
+
+
+def test_norm_rotary_and_silu_kernels_compute_what_the_torch_ops_do():
+    gen = torch.Generator().manual_seed(3)
+    x, residual = torch.randn(37, 96, generator=gen), torch.randn(37, 96, generator=gen)
+    weight = torch.randn(96, generator=gen)
+    assert torch.allclose(cpu_kernels.rms_norm(x, weight, 1e-6), rms_norm(x, weight, 1e-6), atol=1e-5)
+    for ours, theirs in zip(cpu_kernels.add_rms_norm(x, residual, weight, 1e-6),
+                            add_rms_norm(x, residual, weight, 1e-6), strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-5)
+    gate_up = torch.randn(37, 2 * 50, generator=gen) * 4
+    assert torch.allclose(cpu_kernels.silu_and_mul(gate_up), silu_and_mul(gate_up), atol=1e-5)
+    # q and k as the model has them: views into one fused qkv projection, each token's heads contiguous.
+    qkv = torch.randn(37, (4 + 2 + 2) * 16, generator=gen)
+    q, k = qkv[:, :64].view(37, 4, 16), qkv[:, 64:96].view(37, 2, 16)
+    table = RotaryEmbedding(16, 100, {"rope_theta": 10000.0}).cos_sin
+    positions = torch.randint(0, 100, (37,), generator=gen)
+    for ours, theirs in zip(cpu_kernels.rotary(table, positions, q, k), apply_rotary(table, positions, q, k),
+                            strict=True):
+        assert ours.is_contiguous() and torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_norm_rotary_and_silu_kernels_refuse_what_they_cannot_read():
+    table = RotaryEmbedding(16, 10, {"rope_theta": 10000.0}).cos_sin
+    q, k = torch.randn(2, 4, 16), torch.randn(2, 2, 16)
+    with pytest.raises(RuntimeError, match="position 10 is outside the table"):
+        cpu_kernels.rotary(table, torch.tensor([0, 10]), q, k)
+    with pytest.raises(RuntimeError, match="head_dim 8"):
+        cpu_kernels.rotary(table, torch.tensor([0, 1]), torch.randn(2, 4, 8), torch.randn(2, 2, 8))
+    with pytest.raises(RuntimeError, match="float32"):
+        cpu_kernels.rms_norm(torch.randn(2, 8, dtype=torch.float64), torch.ones(8), 1e-6)
+    with pytest.raises(RuntimeError, match="differ in shape"):
+        cpu_kernels.add_rms_norm(torch.randn(2, 8), torch.randn(3, 8), torch.ones(8), 1e-6)
+    with pytest.raises(RuntimeError, match="even number"):
+        cpu_kernels.silu_and_mul(torch.randn(2, 7))
+
+
+def test_fp16_weight_engines_run_eager_steps_through_the_kernels(tiny_model_dir):
+    """dtype auto without native bf16: eager steps use the one-pass kernels, and generate what the torch ops do."""
+    path = tiny_model_dir("llama")
+    fast = LLMEngine(str(path), EngineConfig(device="cpu", num_kv_blocks=64))
+    if not fast.runner.fp16_weights:
+        pytest.skip("this CPU runs bf16 natively: dtype auto does not use fp16 weights")
+    plain = LLMEngine(str(path), EngineConfig(device="cpu", num_kv_blocks=64))
+    for module in plain.runner.model.modules():  # back to the torch ops
+        if isinstance(module, RMSNorm):
+            module._norm, module._add_norm = rms_norm, add_rms_norm
+        elif isinstance(module, SiluAndMul):
+            module._fn = silu_and_mul
+        elif isinstance(module, RotaryEmbedding):
+            module._apply_fn = apply_rotary
+    norm = fast.runner.model.layers[0].input_layernorm
+    assert norm._norm is not rms_norm
+    prompts = [fast.tokenizer.encode(text) for text in ("The capital of France is", "写一首关于春天的诗")]
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    ours = [r.token_ids for r in fast.generate(prompts, params)]
+    assert ours == [r.token_ids for r in plain.generate(prompts, params)]

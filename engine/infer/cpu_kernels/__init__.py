@@ -17,6 +17,7 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,9 +25,11 @@ import torch
 log = logging.getLogger(__name__)
 
 NAME = "inkstone_cpu_kernels"
-SOURCES = [Path(__file__).with_name(name) for name in ("paged_decode.cpp", "linear_f16.cpp")]
-# -ffast-math lets the compiler vectorize the softmax's exp (glibc's vector math) and the dot products'
-# reductions; the kernels have no inf or NaN to keep (scores are finite, padding rows attend to nothing).
+SOURCES = [Path(__file__).with_name(name) for name in ("paged_decode.cpp", "linear_f16.cpp", "rows.cpp",
+                                                       "norm_act.cpp")]
+# -ffast-math lets the compiler vectorize exp (glibc's vector math) and the dot products' reductions; the kernels
+# have no inf or NaN to keep (scores are finite, padding rows attend to nothing), except the sampler's row checks,
+# which read finiteness from the bits (rows.cpp).
 # ATen's thread pool is OpenMP on Linux, and at::parallel_for inlines its pragma.
 CFLAGS = ["-O3", "-march=native", "-ffast-math", *(["-fopenmp"] if sys.platform == "linux" else [])]
 
@@ -119,3 +122,46 @@ def paged_decode(q, key, value, kv_cache, layer: int, slot_mapping, seq_lens, bl
     (seq_lens [B] int32, 0 for a padding row; block_tables [B, W] int32) -> [B, H, D]."""
     return torch.ops.inkstone_cpu.paged_decode(q, key, value, kv_cache, layer, slot_mapping, seq_lens,
                                                block_tables, scale)
+
+
+def rows_finite(logits: torch.Tensor) -> torch.Tensor:
+    """[B] bool: whether each row of logits [B, V] (fp32, contiguous) holds only finite values."""
+    return torch.ops.inkstone_cpu.rows_finite(logits)
+
+
+def rows_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """[B] int64: each row's first index of its largest value, as torch.argmax gives it for rows without NaN."""
+    return torch.ops.inkstone_cpu.rows_argmax(logits)
+
+
+def eager_only(kernel: Callable, traced: Callable) -> Callable:
+    """kernel when called eagerly; traced (the same arithmetic in torch ops) while torch.compile traces a graph, so
+    that inductor fuses it with its neighbours there instead of calling out to the kernel."""
+    def call(*args):
+        if torch.compiler.is_compiling():
+            return traced(*args)
+        return kernel(*args)
+
+    return call
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """layers.norm.rms_norm for fp32 x [T, H] in one pass."""
+    return torch.ops.inkstone_cpu.rms_norm(x, weight, eps)
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """layers.norm.add_rms_norm for fp32 x, residual [T, H]: (rms_norm(residual + x), residual + x)."""
+    return torch.ops.inkstone_cpu.add_rms_norm(x, residual, weight, eps)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """layers.activation.silu_and_mul for fp32 x [T, 2I] -> [T, I]."""
+    return torch.ops.inkstone_cpu.silu_and_mul(x)
+
+
+def rotary(cos_sin: torch.Tensor, positions: torch.Tensor, q: torch.Tensor,
+           k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """layers.rotary.apply_rotary for fp32 q [T, H, D], k [T, Hkv, D] (each token's heads contiguous)."""
+    return torch.ops.inkstone_cpu.rotary(cos_sin, positions, q, k)

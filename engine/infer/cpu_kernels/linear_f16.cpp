@@ -5,12 +5,11 @@
 // registers (F16C) and multiplied by x[k] broadcast, with no horizontal sums. Read as the checkpoint stores it
 // (row-major, a dot product per row, four rows at a time), the same matvecs streamed at ~19 GB/s on a 2-core EPYC
 // that reads ~25 GB/s; packed, at ~23.5 GB/s. Small M (decode) streams the weight once for all rows of x; large
-// M (prefill) converts a slice of rows that fits in L2 to fp32 and hands it to ATen's GEMM, where the
+// M (prefill) converts the weight to fp32 in blocks of up to 16 MiB and hands each to ATen's GEMM, where the
 // arithmetic, not the bytes, sets the time.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
-#include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
 
@@ -22,9 +21,11 @@
 namespace {
 
 constexpr int64_t kGroup = 8;     // output rows per packed group: one AVX2 register of fp32
-constexpr int64_t kSmallM = 24;   // up to this many rows of x take the streaming path
+// Up to this many rows of x take the streaming path: against converting the weight for ATen's GEMM it ran
+// 2-3x faster at 16-48 rows and ~1.2x at 64-80, and lost from ~96 rows on (2-core EPYC, alternating).
+constexpr int64_t kSmallM = 80;
 constexpr int64_t kRowsX = 4;     // rows of x per pass over a group on the streaming path (its register tile)
-constexpr int64_t kSliceGroups = 16;  // groups (128 weight rows) converted per GEMM call on the large-M path
+constexpr int64_t kBlockBytes = 16 << 20;  // fp32 w.T converted per GEMM call on the large-M path, at most
 // Software prefetch this far ahead: with the packed layout the hardware prefetcher does most of the work, and
 // 2-16 KiB ahead all measured alike (within 3%), a little better than none.
 constexpr int64_t kPrefetchBytes = 4096;
@@ -116,6 +117,23 @@ void streaming(const float* x, const at::Half* w, int64_t M, int64_t N, int64_t 
   });
 }
 
+// Groups [groups, K, 8] of the packed weight -> fp32 w.T [K, groups * 8] (row stride ld), in parallel over k.
+void to_float_transposed(const at::Half* packed, int64_t groups, int64_t K, float* wt, int64_t ld) {
+  at::parallel_for(0, K, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      float* row = wt + k * ld;
+      for (int64_t g = 0; g < groups; ++g) {
+        const at::Half* p = packed + (g * K + k) * kGroup;
+#ifdef INKSTONE_AVX2
+        _mm256_storeu_ps(row + g * kGroup, load8(p));
+#else
+        for (int j = 0; j < kGroup; ++j) row[g * kGroup + j] = static_cast<float>(p[j]);
+#endif
+      }
+    }
+  });
+}
+
 }  // namespace
 
 at::Tensor linear_f16w(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
@@ -140,28 +158,26 @@ at::Tensor linear_f16w(const at::Tensor& x, const at::Tensor& packed, const c10:
     streaming(x2.data_ptr<float>(), packed.data_ptr<at::Half>(), M, N, K, y.data_ptr<float>());
     if (has_bias) y.add_(*bias);
   } else {
-    // Each thread converts its own slices and multiplies them (a GEMM inside the pool runs single-threaded).
-    // The pool's threads do not inherit the caller's inference mode, and writing into an inference tensor
-    // outside it is refused: they take the caller's thread-local state.
-    const at::ThreadLocalState caller;
+    // Prefill: the weight goes to fp32 w.T one block of columns at a time, each block through ATen's own
+    // (multithreaded) GEMM. Converting is ~1% of the multiply at these sizes; giving each thread its own
+    // slices and a single-threaded GEMM instead ran 20-40% slower (M = 64..5250, 2-core EPYC).
     const int64_t groups = packed.size(0);
-    at::parallel_for(0, (groups + kSliceGroups - 1) / kSliceGroups, 1, [&](int64_t begin, int64_t end) {
-      const at::ThreadLocalStateGuard same_state(caller);
-      for (int64_t s = begin; s < end; ++s) {
-        const int64_t g0 = s * kSliceGroups, g1 = std::min(groups, g0 + kSliceGroups);
-        const int64_t n0 = g0 * kGroup, rows = std::min(N, g1 * kGroup) - n0;
-        // [g, K, 8] -> w.T for these rows, [K, g * 8] in fp32: one strided converting copy.
-        auto wt = at::empty({K, g1 - g0, kGroup}, x.options());
-        wt.copy_(packed.narrow(0, g0, g1 - g0).permute({1, 0, 2}));
-        auto slice_t = wt.view({K, (g1 - g0) * kGroup}).narrow(1, 0, rows);
-        auto out = y.narrow(1, n0, rows);
-        if (has_bias) {
-          at::addmm_out(out, bias->narrow(0, n0, rows), x2, slice_t);
-        } else {
-          at::mm_out(out, x2, slice_t);
-        }
+    const int64_t block_groups = std::max<int64_t>(1, kBlockBytes / (K * kGroup * sizeof(float)));
+    auto wt = at::empty({K, std::min(groups, block_groups) * kGroup}, x.options());
+    for (int64_t g0 = 0; g0 < groups; g0 += block_groups) {
+      const int64_t g1 = std::min(groups, g0 + block_groups);
+      const int64_t n0 = g0 * kGroup, cols = std::min(N, g1 * kGroup) - n0;
+      auto block = wt.narrow(1, 0, (g1 - g0) * kGroup);
+      to_float_transposed(packed.data_ptr<at::Half>() + g0 * K * kGroup, g1 - g0, K, block.data_ptr<float>(),
+                          wt.size(1));
+      auto w_block = block.narrow(1, 0, cols);
+      auto out = y.narrow(1, n0, cols);
+      if (has_bias) {
+        at::addmm_out(out, bias->narrow(0, n0, cols), x2, w_block);
+      } else {
+        at::mm_out(out, x2, w_block);
       }
-    });
+    }
   }
   return y.view(shape);
 }

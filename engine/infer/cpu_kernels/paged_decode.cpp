@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
@@ -17,6 +18,11 @@
 #endif
 
 namespace {
+
+// Fewest context tokens in a piece of a split sequence. One layer of batch 1 at 256-512 tokens took 35-68 us split
+// against 38-83 unsplit (2-core EPYC, alternating), but pieces of 32+ tokens made the served batch-1 rate at
+// 16-144 tokens slower (53.2 against 55.4 tok/s over 6 alternating rounds): only long contexts are split.
+constexpr int64_t kMinPart = 128;
 
 // One cached token's K (or V) row in fp32. An fp16/bf16 cache is converted once per row into a small buffer
 // that every query head of the group then reads: converting element by element inside the dot products left
@@ -70,6 +76,12 @@ void store(const at::Tensor& key, const at::Tensor& value, cache_t* k_cache, cac
   }
 }
 
+// Softmax statistics and unnormalized output of some query heads over a range of one sequence's context: the
+// pieces a split context is put back together from.
+struct Partial {
+  std::vector<float> peak, total, acc;  // per query head: max score, sum of exp(score - peak); [heads, D] sum of p v
+};
+
 template <typename cache_t>
 void attend(const float* q, const cache_t* k_cache, const cache_t* v_cache, const int32_t* seq_lens,
             const int32_t* tables, int64_t table_width, int64_t batch, int64_t heads, int64_t kv_heads,
@@ -77,27 +89,36 @@ void attend(const float* q, const cache_t* k_cache, const cache_t* v_cache, cons
   const int64_t group = heads / kv_heads;  // query heads per kv head (GQA), laid out as HF's repeat_kv
   const int64_t token_stride = kv_heads * head_dim;
   // A task is one sequence with all its kv heads, so it reads each cached token's K (and V) row whole and in
-  // order; split by kv head only when there are fewer sequences than threads (batch 1). Reading one head's
-  // slice of every row instead ran a batch of 16 at ~2 GB/s.
-  const int64_t splits = batch >= at::get_num_threads() ? 1 : kv_heads;
+  // order. With fewer sequences than threads (batch 1) a sequence is split by kv head and its context into
+  // pieces (flash-decoding), enough for every thread to get an equal share: 3 kv heads on 2 threads otherwise
+  // leave one thread a third of the work idle. Reading one head's slice of every row for a batch of 16 instead
+  // ran at ~2 GB/s.
+  const int64_t threads = at::get_num_threads();
+  const int64_t splits = batch >= threads ? 1 : kv_heads;
+  const int64_t longest = *std::max_element(seq_lens, seq_lens + batch);
+  const int64_t parts = batch >= threads ? 1
+      : std::max<int64_t>(1, std::min((2 * threads + batch * splits - 1) / (batch * splits), longest / kMinPart));
   const int64_t task_heads = kv_heads / splits;
   const int64_t rows = task_heads * group;  // query heads of a task
-  at::parallel_for(0, batch * splits, 1, [&](int64_t begin, int64_t end) {
+  std::vector<Partial> partials(parts > 1 ? batch * splits * parts : 0);
+  at::parallel_for(0, batch * splits * parts, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     std::vector<float> acc(rows * head_dim);
+    std::vector<float> peaks(rows), totals(rows);
     std::vector<float> row(task_heads * head_dim);  // a token's K or V for the task's kv heads, as fp32
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / splits, h0 = (task % splits) * task_heads;
+      const int64_t b = task / (splits * parts), h0 = (task / parts % splits) * task_heads, part = task % parts;
       const int64_t len = seq_lens[b];
+      const int64_t t0 = len * part / parts, t1 = len * (part + 1) / parts, n = t1 - t0;
       const float* qb = q + (b * heads + h0 * group) * head_dim;
       float* ob = out + (b * heads + h0 * group) * head_dim;
       if (len <= 0) {  // a padding row: nothing to attend to
         std::fill(ob, ob + rows * head_dim, 0.0f);
         continue;
       }
-      scores.resize(rows * len);
+      scores.resize(rows * std::max<int64_t>(n, 1));
       const int32_t* table = tables + b * table_width;
-      for (int64_t t = 0; t < len; ++t) {
+      for (int64_t t = t0; t < t1; ++t) {
         const int64_t slot = static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size;
         const float* kt = as_float(k_cache + slot * token_stride + h0 * head_dim, row.size(), row.data());
         for (int64_t r = 0; r < rows; ++r) {  // query head r reads kv head r / group
@@ -106,35 +127,68 @@ void attend(const float* q, const cache_t* k_cache, const cache_t* v_cache, cons
           float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
           for (int64_t d = 0; d < head_dim; ++d) dot += qr[d] * kh[d];
-          scores[r * len + t] = dot * scale;
+          scores[r * n + t - t0] = dot * scale;
         }
       }
-      for (int64_t r = 0; r < rows; ++r) {  // softmax in fp32, max-subtracted
-        float* s = scores.data() + r * len;
-        const float peak = *std::max_element(s, s + len);
+      for (int64_t r = 0; r < rows; ++r) {  // softmax numerators in fp32, max-subtracted
+        float* s = scores.data() + r * n;
+        const float peak = n > 0 ? *std::max_element(s, s + n) : 0.0f;
         float total = 0.0f;
-        for (int64_t t = 0; t < len; ++t) {
+        for (int64_t t = 0; t < n; ++t) {
           s[t] = std::exp(s[t] - peak);
           total += s[t];
         }
-        const float inv = 1.0f / total;
-        for (int64_t t = 0; t < len; ++t) s[t] *= inv;
+        peaks[r] = peak;
+        totals[r] = total;
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t t = 0; t < len; ++t) {
+      for (int64_t t = t0; t < t1; ++t) {
         const int64_t slot = static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size;
         const float* vt = as_float(v_cache + slot * token_stride + h0 * head_dim, row.size(), row.data());
         for (int64_t r = 0; r < rows; ++r) {
-          const float p = scores[r * len + t];
+          const float p = scores[r * n + t - t0];
           const float* vh = vt + (r / group) * head_dim;
           float* a = acc.data() + r * head_dim;
 #pragma omp simd
           for (int64_t d = 0; d < head_dim; ++d) a[d] += p * vh[d];
         }
       }
-      std::copy(acc.begin(), acc.end(), ob);
+      if (parts == 1) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float inv = 1.0f / totals[r];
+          for (int64_t d = 0; d < head_dim; ++d) ob[r * head_dim + d] = acc[r * head_dim + d] * inv;
+        }
+      } else {
+        partials[task] = Partial{peaks, totals, acc};
+      }
     }
   });
+  if (parts == 1) return;
+  // Put each sequence's pieces together: rescale every piece to the overall peak (an empty piece weighs 0).
+  for (int64_t task = 0; task < batch * splits; ++task) {
+    const int64_t b = task / splits, h0 = (task % splits) * task_heads;
+    if (seq_lens[b] <= 0) continue;
+    float* ob = out + (b * heads + h0 * group) * head_dim;
+    for (int64_t r = 0; r < rows; ++r) {
+      float peak = -std::numeric_limits<float>::max();
+      for (int64_t p = 0; p < parts; ++p) {
+        const Partial& piece = partials[task * parts + p];
+        if (piece.total[r] > 0.0f) peak = std::max(peak, piece.peak[r]);
+      }
+      float total = 0.0f;
+      float* o = ob + r * head_dim;
+      std::fill(o, o + head_dim, 0.0f);
+      for (int64_t p = 0; p < parts; ++p) {
+        const Partial& piece = partials[task * parts + p];
+        if (piece.total[r] <= 0.0f) continue;
+        const float weight = std::exp(piece.peak[r] - peak);
+        total += piece.total[r] * weight;
+        for (int64_t d = 0; d < head_dim; ++d) o[d] += piece.acc[r * head_dim + d] * weight;
+      }
+      const float inv = 1.0f / total;
+      for (int64_t d = 0; d < head_dim; ++d) o[d] *= inv;
+    }
+  }
 }
 
 // q [B, H, D]; key/value [B, Hkv, D] (this step's); kv_cache [2, layers, blocks, block_size, Hkv, D];

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from engine.infer import cpu_kernels
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     dtype = x.dtype
@@ -36,6 +38,11 @@ class RMSNorm(nn.Module):
         """Swap in torch.compile'd versions (CUDA only: one fused kernel instead of five)."""
         self._norm = torch.compile(rms_norm, dynamic=True)
         self._add_norm = torch.compile(add_rms_norm, dynamic=True)
+
+    def use_cpu_kernels(self) -> None:
+        """Swap in the one-pass C++ kernels for eager fp32 steps on the CPU (cpu_kernels/norm_act.cpp)."""
+        self._norm = cpu_kernels.eager_only(cpu_kernels.rms_norm, rms_norm)
+        self._add_norm = cpu_kernels.eager_only(cpu_kernels.add_rms_norm, add_rms_norm)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
         if residual is None:

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from engine.infer import cpu_kernels
+
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
 
@@ -55,6 +57,10 @@ class RotaryEmbedding(nn.Module):
     def use_compiled(self) -> None:
         """Swap in a torch.compile'd version (CUDA only)."""
         self._apply_fn = torch.compile(apply_rotary, dynamic=True)
+
+    def use_cpu_kernels(self) -> None:
+        """Swap in the one-pass C++ kernel for eager fp32 steps on the CPU (cpu_kernels/norm_act.cpp)."""
+        self._apply_fn = cpu_kernels.eager_only(cpu_kernels.rotary, apply_rotary)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
         """q [T, H, D], k [T, Hkv, D], positions [T] -> rotated (q, k)."""
