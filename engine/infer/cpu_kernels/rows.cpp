@@ -74,31 +74,31 @@ int64_t row_argmax(const float* row, int64_t n) {
   return best_index;
 }
 
-}  // namespace
-
-at::Tensor rows_finite(const at::Tensor& logits) {
-  check_logits(logits, "rows_finite");
+// out[r] = per_row(row r, vocab) for every row of logits, in parallel over rows; out has dtype `dtype` (T in C++).
+template <typename T, typename F>
+at::Tensor for_rows(const at::Tensor& logits, at::ScalarType dtype, const F& per_row) {
   const int64_t rows = logits.size(0), vocab = logits.size(1);
-  auto out = at::empty({rows}, logits.options().dtype(at::kBool));
+  auto out = at::empty({rows}, logits.options().dtype(dtype));
   const float* data = logits.data_ptr<float>();
-  bool* flags = out.data_ptr<bool>();
+  T* values = out.data_ptr<T>();
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) flags[r] = row_finite(data + r * vocab, vocab);
+    for (int64_t r = begin; r < end; ++r) values[r] = per_row(data + r * vocab, vocab);
   });
   return out;
 }
 
+}  // namespace
+
+at::Tensor rows_finite(const at::Tensor& logits) {
+  check_logits(logits, "rows_finite");
+  return for_rows<bool>(logits, at::kBool, row_finite);
+}
+
 at::Tensor rows_argmax(const at::Tensor& logits) {
   check_logits(logits, "rows_argmax");
-  const int64_t rows = logits.size(0), vocab = logits.size(1);
-  TORCH_CHECK(vocab <= INT32_MAX, "rows_argmax: a vocabulary of ", vocab, " does not fit 32-bit indices");
-  auto out = at::empty({rows}, logits.options().dtype(at::kLong));
-  const float* data = logits.data_ptr<float>();
-  int64_t* tokens = out.data_ptr<int64_t>();
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) tokens[r] = row_argmax(data + r * vocab, vocab);
-  });
-  return out;
+  TORCH_CHECK(logits.size(1) <= INT32_MAX, "rows_argmax: a vocabulary of ", logits.size(1),
+              " does not fit 32-bit indices");
+  return for_rows<int64_t>(logits, at::kLong, row_argmax);
 }
 
 TORCH_LIBRARY_FRAGMENT(inkstone_cpu, m) {
