@@ -11,8 +11,8 @@ in 128 / out 128, and the nano-vllm shape (256 requests, in/out lengths uniform 
 only, HF would need a padded 256 x 2048 batch).
 
 CPU, llama.cpp in the same run (bench/llama_cpp_side.py; --no-llama-cpp skips it), same threads: batch-1
-decode of our model streamed through `inkstone serve` against llama.cpp on the F16 GGUF of the same model (our
-exporter's) and on the bundled Q4_1 file; the mixed workload against llama.cpp serving the requests one at a
+decode of our model streamed through `inkstone serve`, and in the engine alone (what serving costs), against
+llama.cpp on the F16 GGUF of the same model (our exporter's) and on the bundled Q4_1 file; the mixed workload against llama.cpp serving the requests one at a
 time; prefill tok/s of a long prompt on both (ours alone, and streamed through the server: its time to first
 token).
 
@@ -101,6 +101,16 @@ def engine_throughput(engine: LLMEngine, prompts: list[list[int]], w: Workload) 
     params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in w.output_lens]
     seconds = timed(lambda: engine.generate(prompts, params))
     return sum(w.output_lens) / seconds
+
+
+def engine_decode_rate(engine: LLMEngine, prompt: list[int], tokens: int) -> float:
+    """Decode tok/s of one request in the engine alone: tokens after the first over the time between them (the
+    same measure as the streamed and llama.cpp rates, without the server)."""
+    engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True))
+    stamps = []
+    while engine.has_unfinished_requests():
+        stamps += [time.perf_counter() for out in engine.step() if out.new_token_ids]
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
@@ -285,10 +295,11 @@ def llama_cpp_rows(engine: LLMEngine, model_dir: Path, mixed_w: Workload, args, 
         decode_w = mixed("stream", 1, (16, 16), (args.served_tokens,) * 2)
         if not args.eager:
             served.wait_compiled(random_prompts(decode_w, vocab, seed=99)[0])
-        runs: dict[str, list[float]] = {"ours": [], **{name: [] for name in llamas}}
+        runs: dict[str, list[float]] = {"ours": [], "engine": [], **{name: [] for name in llamas}}
         for turn in range(args.repeat):
             [prompt] = random_prompts(decode_w, vocab, seed=1 + turn)
             runs["ours"].append(served.decode_rate(prompt, args.served_tokens))
+            runs["engine"].append(engine_decode_rate(engine, prompt, args.served_tokens))
             for name, llm in llamas.items():
                 runs[name].append(llm.decode_rate(prompt, args.served_tokens))
         # Prefill as the Chat page meets it: a 512-token prompt's time to its first streamed token.
@@ -300,11 +311,12 @@ def llama_cpp_rows(engine: LLMEngine, model_dir: Path, mixed_w: Workload, args, 
     finally:
         served.close()
     med = {name: statistics.median(r) for name, r in runs.items()}
-    ours = med.pop("ours")
-    gbs = ours * step_bytes / 1e9
-    rows.append((f"bs1 decode streamed through inkstone serve (in 16, out {args.served_tokens})", med, ours,
-                 f"effective {gbs:.1f} GB/s of weights = {gbs / bandwidth:.0%} of the measured read bandwidth "
-                 f"({bandwidth:.1f} GB/s)"))
+    ours, alone = med.pop("ours"), med.pop("engine")
+    for name, rate in ((f"bs1 decode streamed through inkstone serve (in 16, out {args.served_tokens})", ours),
+                       (f"bs1 decode, the engine alone (in 16, out {args.served_tokens})", alone)):
+        gbs = rate * step_bytes / 1e9
+        rows.append((name, med, rate, f"effective {gbs:.1f} GB/s of weights = {gbs / bandwidth:.0%} of the measured "
+                                      f"read bandwidth ({bandwidth:.1f} GB/s)"))
 
     rows.append(("prefill tok/s streamed through inkstone serve (512-token prompt, time to first token)",
                  {"llama.cpp F16": statistics.median(cpp_prefill)}, statistics.median(served_prefill), ""))
