@@ -12,9 +12,9 @@ only, HF would need a padded 256 x 2048 batch).
 
 CPU, llama.cpp in the same run (bench/llama_cpp_side.py; --no-llama-cpp skips it), same threads: batch-1
 decode of our model streamed through `inkstone serve`, and in the engine alone (what serving costs), against
-llama.cpp on the F16 GGUF of the same model (our exporter's) and on the bundled Q4_1 file; the mixed workload against llama.cpp serving the requests one at a
-time; prefill tok/s of a long prompt on both (ours alone, and streamed through the server: its time to first
-token).
+llama.cpp on the F16 GGUF of the same model (our exporter's) and on the bundled Q4_1 file; the mixed workload
+against llama.cpp serving the requests one at a time; prefill tok/s of a long prompt on both (ours alone, and
+streamed through the server: its time to first token).
 
 Ours runs with compiled CPU decode graphs (EngineConfig.compile_cpu; --eager for the eager engine), compiled
 before timing from inductor's cache under .data/inductor-cache (the first run compiles: minutes).
