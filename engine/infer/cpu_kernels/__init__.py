@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 NAME = "inkstone_cpu_kernels"
 SOURCES = [Path(__file__).with_name(name) for name in ("paged_decode.cpp", "linear_f16.cpp", "rows.cpp",
                                                        "norm_act.cpp")]
+HEADERS = [Path(__file__).with_name("common.h")]
 # -ffast-math lets the compiler vectorize exp (glibc's vector math) and the dot products' reductions; the kernels
 # have no inf or NaN to keep (scores are finite, padding rows attend to nothing), except the sampler's row checks,
 # which read finiteness from the bits (rows.cpp).
@@ -41,7 +42,7 @@ def _cpu_key() -> str:
     if cpuinfo.exists():
         flags = next((ln for ln in cpuinfo.read_text().splitlines() if ln.startswith(("flags", "Features"))), "")
     text = "|".join([torch.__version__, sys.version, platform.machine(), platform.processor(), flags, *CFLAGS,
-                     *(p.read_text() for p in SOURCES)])
+                     *(p.read_text() for p in [*SOURCES, *HEADERS])])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -14,12 +14,13 @@
 #include <algorithm>
 #include <atomic>
 
-#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
-#include <immintrin.h>
-#define INKSTONE_AVX2 1
-#endif
+#include "common.h"
 
 namespace {
+
+#ifdef INKSTONE_AVX2
+using inkstone::load8;
+#endif
 
 constexpr int64_t kGroup = 8;     // output rows per packed group: one AVX2 register of fp32
 // Up to this many rows of x take the streaming path: against converting the weight for ATen's GEMM it ran
@@ -35,8 +36,6 @@ constexpr int64_t kPrefetchBytes = 4096;
 inline void prefetch(const at::Half* p) {
   _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);  // never faults, even past the end
 }
-
-inline __m256 load8(const at::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
 // The 8 outputs of group `g` (packed at p, K x 8) for one row of x: four accumulators over consecutive k hide
 // the FMA latency, and one prefetch per 64-byte line keeps the stream ahead.

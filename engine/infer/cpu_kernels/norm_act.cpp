@@ -11,16 +11,15 @@
 #include <cmath>
 #include <tuple>
 
+#include "common.h"
+
 namespace {
+
+using inkstone::check_float_rows;
 
 constexpr int64_t kGrainValues = 16384;  // values per thread's piece at least: small steps stay on one thread
 
 int64_t grain(int64_t row_values) { return std::max<int64_t>(1, kGrainValues / std::max<int64_t>(1, row_values)); }
-
-void check_rows(const at::Tensor& x, const char* name) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous(), name,
-              ": expected a contiguous float32 [tokens, features] tensor");
-}
 
 void normalize_row(const float* x, const float* weight, int64_t n, float eps, float* out) {
   float squares = 0.0f;
@@ -34,7 +33,7 @@ void normalize_row(const float* x, const float* weight, int64_t n, float eps, fl
 }  // namespace
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  check_rows(x, "rms_norm: x");
+  check_float_rows(x, "rms_norm: x", "tokens, features");
   const int64_t tokens = x.size(0), n = x.size(1);
   TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.numel() == n, "rms_norm: weight must be float32 [", n, "]");
   auto w = weight.contiguous();
@@ -50,8 +49,8 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 // (rms_norm(residual + x), residual + x)
 std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& residual,
                                                 const at::Tensor& weight, double eps) {
-  check_rows(x, "add_rms_norm: x");
-  check_rows(residual, "add_rms_norm: residual");
+  check_float_rows(x, "add_rms_norm: x", "tokens, features");
+  check_float_rows(residual, "add_rms_norm: residual", "tokens, features");
   TORCH_CHECK(x.sizes() == residual.sizes(), "add_rms_norm: x and residual differ in shape");
   const int64_t tokens = x.size(0), n = x.size(1);
   TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.numel() == n,
@@ -74,7 +73,7 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::T
 
 // x [T, 2I] (gate | up) -> silu(gate) * up [T, I]
 at::Tensor silu_and_mul(const at::Tensor& x) {
-  check_rows(x, "silu_and_mul: x");
+  check_float_rows(x, "silu_and_mul: x", "tokens, features");
   TORCH_CHECK(x.size(1) % 2 == 0, "silu_and_mul: x needs an even number of features");
   const int64_t tokens = x.size(0), n = x.size(1) / 2;
   auto out = at::empty({tokens, n}, x.options());

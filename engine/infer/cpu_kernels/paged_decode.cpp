@@ -12,10 +12,7 @@
 #include <limits>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
-#include <immintrin.h>
-#define INKSTONE_AVX2 1
-#endif
+#include "common.h"
 
 namespace {
 
@@ -39,7 +36,7 @@ inline const float* as_float(const at::Half* row, int64_t n, float* buf) {
   int64_t i = 0;
 #ifdef INKSTONE_AVX2
   for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(buf + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i))));
+    _mm256_storeu_ps(buf + i, inkstone::load8(row + i));
   }
 #endif
   for (; i < n; ++i) buf[i] = static_cast<float>(row[i]);

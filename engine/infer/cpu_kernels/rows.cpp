@@ -11,16 +11,13 @@
 
 #include <cstdint>
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#define INKSTONE_AVX2 1
-#endif
+#include "common.h"
+
 
 namespace {
 
 void check_logits(const at::Tensor& logits, const char* op) {
-  TORCH_CHECK(logits.scalar_type() == at::kFloat && logits.dim() == 2 && logits.is_contiguous(), op,
-              ": logits must be a contiguous float32 [rows, vocab] tensor");
+  inkstone::check_float_rows(logits, op, "rows, vocab");
   TORCH_CHECK(logits.size(1) > 0, op, ": logits have an empty vocabulary");
 }
 
