@@ -13,12 +13,12 @@
 
 #include "common.h"
 
-
 namespace {
 
-void check_logits(const at::Tensor& logits, const char* op) {
-  inkstone::check_float_rows(logits, op, "rows, vocab");
-  TORCH_CHECK(logits.size(1) > 0, op, ": logits have an empty vocabulary");
+// what: "<op>: logits", the start of each message.
+void check_logits(const at::Tensor& logits, const char* what) {
+  inkstone::check_float_rows(logits, what, "rows, vocab");
+  TORCH_CHECK(logits.size(1) > 0, what, " have an empty vocabulary");
 }
 
 bool row_finite(const float* row, int64_t n) {
@@ -87,12 +87,12 @@ at::Tensor for_rows(const at::Tensor& logits, at::ScalarType dtype, const F& per
 }  // namespace
 
 at::Tensor rows_finite(const at::Tensor& logits) {
-  check_logits(logits, "rows_finite");
+  check_logits(logits, "rows_finite: logits");
   return for_rows<bool>(logits, at::kBool, row_finite);
 }
 
 at::Tensor rows_argmax(const at::Tensor& logits) {
-  check_logits(logits, "rows_argmax");
+  check_logits(logits, "rows_argmax: logits");
   TORCH_CHECK(logits.size(1) <= INT32_MAX, "rows_argmax: a vocabulary of ", logits.size(1),
               " does not fit 32-bit indices");
   return for_rows<int64_t>(logits, at::kLong, row_argmax);
