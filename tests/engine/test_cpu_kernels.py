@@ -77,6 +77,24 @@ def test_a_context_split_among_threads_is_put_back_together_exactly(seq_lens, th
             assert torch.count_nonzero(out[row]) == 0
 
 
+@pytest.mark.parametrize("heads,kv_heads,head_dim", [(9, 3, 64), (6, 2, 80), (2, 2, 128), (4, 1, 24)])
+@pytest.mark.parametrize("seq_lens", [[203], [3, 61, 130]])  # one sequence split among threads; whole rows
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
+def test_tiled_passes_agree_with_the_torch_ops_for_every_head_shape(heads, kv_heads, head_dim, seq_lens, dtype, tol):
+    """Eight-token score tiles, a value pass over register chunks of 64 dims (80 = 64 + 16), tails of a tile
+    and of a chunk (203, 61, 3 tokens), GQA groups of 1-4, against the torch ops. One sequence on two threads is
+    split by kv head (tiled scores); a batch reads whole rows."""
+    cache, q, k, v, slots, lens, tables = _paged_batch(dtype, seq_lens, heads, kv_heads, head_dim, blocks=64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = cpu_kernels.paged_decode(q, k, v, cache, 0, slots, lens, tables, head_dim ** -0.5)
+    finally:
+        torch.set_num_threads(before)
+    expected = paged_attention_decode(q, cache[0, 0], cache[1, 0], lens, tables, head_dim ** -0.5)
+    assert (out.float() - expected.float()).abs().max() < tol
+
+
 def test_padding_rows_neither_store_nor_attend():
     cache, q, k, v, slots, lens, tables = _paged_batch(torch.float32, [20, 0, 5])
     before = cache.clone()
