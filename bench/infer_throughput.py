@@ -11,10 +11,12 @@ in 128 / out 128, and the nano-vllm shape (256 requests, in/out lengths uniform 
 only, HF would need a padded 256 x 2048 batch).
 
 CPU, llama.cpp in the same run (bench/llama_cpp_side.py; --no-llama-cpp skips it), same threads: batch-1
-decode of our model streamed through `inkstone serve`, and in the engine alone (what serving costs), against
-llama.cpp on the F16 GGUF of the same model (our exporter's) and on the bundled Q4_1 file; the mixed workload
-against llama.cpp serving the requests one at a time; prefill tok/s of a long prompt on both (ours alone, and
-streamed through the server: its time to first token).
+decode of our model streamed through `inkstone serve`, and in the engine alone (what serving costs; and after a
+1024-token prompt, where attention weighs), against llama.cpp on the F16 GGUF of the same model (our
+exporter's) and on the bundled Q4_1 file; the mixed workload against llama.cpp serving the requests one at a
+time, with the compute floor of that workload (its matmul flops at a GEMM rate measured in the same run: what
+no scheduling can beat); prefill tok/s of a long prompt on both (ours alone, and streamed through the server:
+its time to first token).
 
 Ours runs with compiled CPU decode graphs (EngineConfig.compile_cpu; --eager for the eager engine), compiled
 before timing from inductor's cache under .data/inductor-cache (the first run compiles: minutes).
@@ -133,6 +135,24 @@ def read_bandwidth(device: torch.device) -> float:
     for _ in range(5):
         best = min(best, timed(x.sum))
     return x.numel() * 4 / best / 1e9
+
+
+def gemm_rate(device: torch.device, dtype: torch.dtype) -> float:
+    """GFLOP/s of a large matmul (2048^3) in dtype, best of 5: the most the arithmetic of prefill can run at."""
+    a = torch.randn(2048, 2048, device=device, dtype=dtype)
+    best = min(timed(lambda: a @ a) for _ in range(5))
+    return 2 * 2048 ** 3 / best / 1e9
+
+
+def compute_floor(model: torch.nn.Module, w: Workload, gflops: float) -> float:
+    """Output tok/s that w could reach at most at gflops: every prompt token and every generated token but the
+    first of each request through the layers' matrices, every generated token through the LM head (two flops a
+    value; attention left out, so the floor is generous)."""
+    layer_values = sum(m.in_features * m.out_features for m in model.layers.modules() if hasattr(m, "in_features"))
+    head_values = model.lm_head.in_features * model.lm_head.out_features
+    outputs = sum(w.output_lens)
+    flops = 2 * (layer_values * (sum(w.prompt_lens) + outputs - len(w.output_lens)) + head_values * outputs)
+    return outputs / (flops / (gflops * 1e9))
 
 
 def cpu_name() -> str:
@@ -276,6 +296,10 @@ def main() -> None:
         tmp.cleanup()
 
 
+LONG_CONTEXT = 1024
+"""Prompt tokens of the long-context batch-1 decode row."""
+
+
 def llama_cpp_rows(engine: LLMEngine, model_dir: Path, mixed_w: Workload, args, threads: int, step_bytes: int,
                    bandwidth: float) -> list[tuple]:
     """Rows of (name, {baseline: tok/s}, ours tok/s, note) against llama.cpp, each side alternating per turn."""
@@ -302,6 +326,14 @@ def llama_cpp_rows(engine: LLMEngine, model_dir: Path, mixed_w: Workload, args, 
             runs["engine"].append(engine_decode_rate(engine, prompt, args.served_tokens))
             for name, llm in llamas.items():
                 runs[name].append(llm.decode_rate(prompt, args.served_tokens))
+        # Decode deep into a conversation: with 1024 tokens of context, attention reads a sixth as many bytes a step
+        # as the weights (the bundled model in fp32).
+        long_w = mixed("long", 1, (LONG_CONTEXT, LONG_CONTEXT), (args.served_tokens,) * 2)
+        long_runs: dict[str, list[float]] = {"ours": [], "llama.cpp F16": []}
+        for turn in range(args.repeat):
+            [prompt] = random_prompts(long_w, vocab, seed=401 + turn)
+            long_runs["ours"].append(engine_decode_rate(engine, prompt, args.served_tokens))
+            long_runs["llama.cpp F16"].append(llamas["llama.cpp F16"].decode_rate(prompt, args.served_tokens))
         # Prefill as the Chat page meets it: a 512-token prompt's time to its first streamed token.
         served_prefill, cpp_prefill = [], []
         for turn in range(args.repeat):
@@ -318,6 +350,9 @@ def llama_cpp_rows(engine: LLMEngine, model_dir: Path, mixed_w: Workload, args, 
         rows.append((name, med, rate, f"effective {gbs:.1f} GB/s of weights = {gbs / bandwidth:.0%} of the measured "
                                       f"read bandwidth ({bandwidth:.1f} GB/s)"))
 
+    rows.append((f"bs1 decode, the engine alone (in {LONG_CONTEXT}, out {args.served_tokens})",
+                 {"llama.cpp F16": statistics.median(long_runs["llama.cpp F16"])},
+                 statistics.median(long_runs["ours"]), ""))
     rows.append(("prefill tok/s streamed through inkstone serve (512-token prompt, time to first token)",
                  {"llama.cpp F16": statistics.median(cpp_prefill)}, statistics.median(served_prefill), ""))
 
@@ -328,8 +363,17 @@ def llama_cpp_rows(engine: LLMEngine, model_dir: Path, mixed_w: Workload, args, 
         prompts = random_prompts(mixed_w, vocab, seed=101 + turn)
         ours_runs.append(engine_throughput(engine, prompts, mixed_w))
         cpp_runs.append(f16.serial_throughput(prompts, mixed_w.output_lens))
-    rows.append((f"{mixed_w.name}, llama.cpp one request at a time", {"llama.cpp F16": statistics.median(cpp_runs)},
-                 statistics.median(ours_runs), ""))
+    # What batching can win here is bounded by arithmetic: llama.cpp's serial time is mostly batch-1 decode (bound
+    # by reading weights), ours mostly prefill and batched decode (bound by the GEMM rate).
+    dtype = engine.runner.dtype
+    gflops = gemm_rate(engine.runner.device, dtype)
+    floor = compute_floor(engine.runner.model, mixed_w, gflops)
+    cpp = statistics.median(cpp_runs)
+    rows.append((f"{mixed_w.name}, llama.cpp one request at a time", {"llama.cpp F16": cpp},
+                 statistics.median(ours_runs),
+                 f"compute floor at the measured {_short(dtype)} GEMM rate ({gflops:.0f} GFLOP/s): at most "
+                 f"{floor:.1f} tok/s = {floor / cpp:.2f}x llama.cpp; ours at {statistics.median(ours_runs) / floor:.0%}"
+                 " of it"))
 
     prefill_w = mixed("prefill", 1, (512, 512), (1, 1))
     one_token = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
