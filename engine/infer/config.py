@@ -30,7 +30,7 @@ class EngineConfig:
     enforce_eager: bool = False
     """Disable CUDA graphs and torch.compile (on the CPU: run decode steps eagerly instead of compiled graphs)."""
     compile_cpu: bool = False
-    """On the CPU, run decode steps through torch.compile'd graphs (one per batch-size bucket: 1, 4, 16), each
+    """On the CPU, run decode steps through torch.compile'd graphs (one per batch-size bucket: 1, 4, 8, 16), each
     compiled in the background the first time it is needed (eager until then) and cached on disk."""
     compile_cache_dir: str | None = None
     """Where inductor keeps compiled CPU decode graphs between runs (default: torch's folder under /tmp)."""

@@ -25,10 +25,12 @@ from engine.infer.layers.attention import AttentionMetadata, StaticDecodePlan
 
 log = logging.getLogger(__name__)
 
-# Few buckets, because each costs a compile: decode on a CPU is bound by reading the weights, which a padded row
-# shares with the real ones, so padding a batch of 5 up to 16 costs little; past 16 rows per-op overhead matters
-# less and steps run eagerly.
-CPU_GRAPH_BATCH_SIZES = [1, 4, 16]
+# Few buckets, because each costs a compile (~3 minutes on 2 cores the first time, then from the disk cache).
+# Batch-1 decode on a CPU is bound by reading the weights, which a padded row shares with the real ones, but at
+# 8-16 rows the matmuls' arithmetic counts too: 8 sequences took 46.5 ms a step in bucket 8 against 71.9 ms
+# padded to 16 (the bundled model, 2-core EPYC, alternating). Past 16 rows per-op overhead matters less and
+# steps run eagerly.
+CPU_GRAPH_BATCH_SIZES = [1, 4, 8, 16]
 
 CompileProgress = Callable[[float | None, str], None]
 """(fraction done or None, message): what the graphs report when a compile starts and ends."""
