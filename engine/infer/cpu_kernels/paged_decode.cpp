@@ -32,6 +32,11 @@ inline __m256 row8(const at::BFloat16* p) {  // bf16 is the top half of an fp32:
   const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
+
+// The cache dtypes row8 reads.
+template <typename cache_t>
+constexpr bool kRow8 = std::is_same_v<cache_t, float> || std::is_same_v<cache_t, at::Half> ||
+                       std::is_same_v<cache_t, at::BFloat16>;
 #endif
 
 // One cached token's K (or V) row in fp32. An fp16/bf16 cache is converted once per row into a small buffer
@@ -43,7 +48,7 @@ template <typename T>
 inline const float* as_float(const T* row, int64_t n, float* buf) {
   int64_t i = 0;
 #ifdef INKSTONE_AVX2
-  if constexpr (std::is_same_v<T, at::Half> || std::is_same_v<T, at::BFloat16>) {
+  if constexpr (kRow8<T>) {
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(buf + i, row8(row + i));
   }
 #endif
@@ -150,10 +155,6 @@ void add_values_any(int nv, float* acc, const float* p, const cache_t* const* v,
     default: return add_values<1>(acc, p, v, count, col);
   }
 }
-
-template <typename cache_t>
-constexpr bool kTiled = std::is_same_v<cache_t, float> || std::is_same_v<cache_t, at::Half> ||
-                        std::is_same_v<cache_t, at::BFloat16>;
 #endif
 
 // One task's context range [t0, t1) of one sequence for `rows` query heads (`group` of them per kv head, the
@@ -164,20 +165,21 @@ void score_pass(const float* q, const cache_t* k_cache, const cache_t* v_cache, 
                 int64_t t1, int64_t rows, int64_t group, int64_t head_dim, float scale, bool tiled, float* scores,
                 float* row) {
   const int64_t n = t1 - t0, width = rows / group * head_dim;
+  auto visit = [&](int64_t u) {  // token u's row offset; its K row kAheadTokens on and its V row are fetched
+    if (u + kAheadTokens < t1) prefetch_row(k_cache + offset(u + kAheadTokens), width);
+    const int64_t at = offset(u);
+    prefetch_row(v_cache + at, width);  // read by the value pass, a few microseconds from now
+    return at;
+  };
   int64_t t = t0;
   for (int64_t u = t0; u < std::min(t1, t0 + kAheadTokens); ++u) prefetch_row(k_cache + offset(u), width);
 #ifdef INKSTONE_AVX2
-  if constexpr (kTiled<cache_t>) {
+  if constexpr (kRow8<cache_t>) {
     if (tiled && head_dim % 8 == 0) {
       const __m256 vscale = _mm256_set1_ps(scale);
       for (; t + kTile <= t1; t += kTile) {
         const cache_t* k[kTile];
-        for (int64_t i = 0; i < kTile; ++i) {
-          const int64_t at = offset(t + i);
-          k[i] = k_cache + at;
-          if (t + i + kAheadTokens < t1) prefetch_row(k_cache + offset(t + i + kAheadTokens), width);
-          prefetch_row(v_cache + at, width);  // read by the value pass, a few microseconds from now
-        }
+        for (int64_t i = 0; i < kTile; ++i) k[i] = k_cache + visit(t + i);
         for (int64_t r = 0; r < rows; ++r) {  // query head r reads kv head r / group
           const float* qr = q + r * head_dim;
           const int64_t col = (r / group) * head_dim;
@@ -194,10 +196,7 @@ void score_pass(const float* q, const cache_t* k_cache, const cache_t* v_cache, 
   }
 #endif
   for (; t < t1; ++t) {  // the tail of a tile, and every token where there are no tiles
-    if (t + kAheadTokens < t1) prefetch_row(k_cache + offset(t + kAheadTokens), width);
-    const int64_t at = offset(t);
-    prefetch_row(v_cache + at, width);
-    const float* kt = as_float(k_cache + at, width, row);
+    const float* kt = as_float(k_cache + visit(t), width, row);
     for (int64_t r = 0; r < rows; ++r) {
       scores[r * n + t - t0] = dot(q + r * head_dim, kt + (r / group) * head_dim, head_dim) * scale;
     }
@@ -212,7 +211,7 @@ void value_pass(const cache_t* v_cache, const Offset& offset, int64_t t0, int64_
   const int64_t n = t1 - t0, width = rows / group * head_dim;
   std::fill(acc, acc + rows * head_dim, 0.0f);
 #ifdef INKSTONE_AVX2
-  if constexpr (kTiled<cache_t>) {
+  if constexpr (kRow8<cache_t>) {
     if (head_dim % 8 == 0) {
       const cache_t* v[kChunk];
       for (int64_t c = t0; c < t1; c += kChunk) {
