@@ -120,7 +120,7 @@ def weight_bytes(model: torch.nn.Module) -> int:
     kept as fp16 (layers/fp16_weights.py) at two bytes a value, and then the embedding is not the head's."""
     total = sum(m.weight_bytes for m in model.modules() if hasattr(m, "weight_bytes"))
     head = getattr(model, "lm_head", None)
-    seen: set[int] = {head.weight.data_ptr()} if getattr(head, "fp16", None) is not None else set()
+    seen: set[int] = {head.weight.data_ptr()} if hasattr(getattr(head, "kernel", None), "weight_bytes") else set()
     for p in model.parameters():
         if p.data_ptr() not in seen:
             seen.add(p.data_ptr())
@@ -285,6 +285,7 @@ def main() -> None:
               + (f"   {note}" if note else ""), flush=True)
 
     mode = (", fp16 weights" if getattr(engine.runner, "fp16_weights", False) else "") + (
+        ", bf16 streaming kernel" if getattr(engine.runner, "bf16_kernel", False) else "") + (
         ", compiled decode" if compiled else "")
     if cpu and not args.random_7b and not args.no_llama_cpp:
         rows += llama_cpp_rows(engine, Path(model_dir), workloads[0], args, threads, step_bytes, bandwidth)

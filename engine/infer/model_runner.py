@@ -20,6 +20,7 @@ from engine.infer.config import EngineConfig
 from engine.infer.cpu_graphs import CpuDecodeGraphs
 from engine.infer.layers.activation import SiluAndMul
 from engine.infer.layers.attention import AttentionMetadata
+from engine.infer.layers.bf16_linear import use_bf16_kernel
 from engine.infer.layers.fp16_weights import fp16_weights_supported, use_fp16_weights
 from engine.infer.layers.norm import RMSNorm
 from engine.infer.layers.rotary import RotaryEmbedding
@@ -91,6 +92,11 @@ class ModelRunner:
                 for module in self.model.modules():
                     if isinstance(module, (RMSNorm, RotaryEmbedding, SiluAndMul)):
                         module.use_cpu_kernels()
+        self.bf16_kernel = False
+        """bf16 linears through our streaming kernel at decode sizes (dtype "auto" on a CPU with AVX512-BF16)."""
+        if device.type == "cpu" and config.dtype == "auto" and dtype == torch.bfloat16 and (
+                cpu_kernels.available() and cpu_kernels.linear_bf16_max_rows() > 0):
+            self.bf16_kernel = use_bf16_kernel(self.model) > 0
         self.max_position = max_position
         self.sampler = Sampler()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}

@@ -3,8 +3,9 @@
 Decode attention is checked against the torch paged-attention op on the same cache (GQA, shuffled blocks,
 padding rows, every cache dtype); the fp16-weight linear against fp32 matmul over the same fp16 weights, on
 both of its paths (streaming for small batches, the weight converted for ATen's GEMM at prefill) and at shapes
-that do not fill its 4-row and 8-lane steps; the sampler's row argmax and finiteness check against torch's,
-ties and -inf included; the one-pass RMSNorm, rotary and SiLU-mul against the layers' torch ops.
+that do not fill its 4-row and 8-lane steps; the bf16 linear against fp32 matmul over the same bf16 values
+(its streaming tiles on AVX512-BF16, ATen past them or without it); the sampler's row argmax and finiteness
+check against torch's, ties and -inf included; the one-pass RMSNorm, rotary and SiLU-mul against the layers' torch ops.
 """
 
 from __future__ import annotations
@@ -184,6 +185,48 @@ def test_packing_puts_each_group_of_eight_rows_k_major():
     assert torch.equal(packed[1, 2, :2], weight[8:, 2].half()) and not packed[1, :, 2:].any()
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8, 9, 40])
+@pytest.mark.parametrize("n,k", [(96, 64), (131, 77), (600, 1536), (3, 5), (7, 33)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_bf16_linear_matches_fp32_matmul_over_the_same_values(m, n, k, with_bias):
+    """Tiles of four weight rows and up to four rows of x, k in steps of 32: shapes that fill none of them, and
+    batches on both sides of the streaming limit. Products of bf16 values are exact in fp32, so the result is the
+    fp32 sum rounded once to bf16."""
+    gen = torch.Generator().manual_seed(m * n + k)
+    weight = (torch.randn(n, k, generator=gen) * 0.05).bfloat16()
+    bias = torch.randn(n, generator=gen).bfloat16() if with_bias else None
+    x = torch.randn(m, k, generator=gen).bfloat16()
+    expected = torch.nn.functional.linear(x.float(), weight.float(), None if bias is None else bias.float())
+    out = cpu_kernels.linear_bf16(x, weight, bias)
+    assert out.dtype == torch.bfloat16 and out.shape == (m, n)
+    assert ((out.float() - expected).abs() <= expected.abs() / 128 + 1e-4).all()
+
+
+def test_bf16_linear_streams_small_batches_itself_where_the_cpu_has_avx512_bf16():
+    """Up to its streaming limit the kernel itself computes: with small integers every product and sum is exact,
+    so each output must be the exact sum rounded to nearest even, bit for bit, as ATen rounds."""
+    rows = cpu_kernels.linear_bf16_max_rows()
+    if rows == 0:
+        pytest.skip("no AVX512-BF16: linear_bf16 is ATen's linear")
+    gen = torch.Generator().manual_seed(3)
+    weight = torch.randint(-8, 8, (300, 100), generator=gen).bfloat16()  # small integers: every sum exact
+    x = torch.randint(-8, 8, (rows, 100), generator=gen).bfloat16()
+    bias = torch.randint(-8, 8, (300,), generator=gen).bfloat16()
+    exact = torch.nn.functional.linear(x.double(), weight.double(), bias.double())
+    assert torch.equal(cpu_kernels.linear_bf16(x, weight, bias), exact.bfloat16())  # sums to 6400 round in bf16
+
+
+def test_bf16_linear_keeps_leading_dimensions_and_refuses_wrong_inputs():
+    weight = torch.randn(8, 16).bfloat16()
+    assert cpu_kernels.linear_bf16(torch.randn(2, 3, 16).bfloat16(), weight, None).shape == (2, 3, 8)
+    with pytest.raises(RuntimeError, match="x has 15 features, the weight 16"):
+        cpu_kernels.linear_bf16(torch.randn(2, 15).bfloat16(), weight, None)
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        cpu_kernels.linear_bf16(torch.randn(2, 16), weight, None)
+    with pytest.raises(RuntimeError, match="one value per output feature"):
+        cpu_kernels.linear_bf16(torch.randn(2, 16).bfloat16(), weight, torch.randn(7).bfloat16())
+
+
 def test_the_torch_ops_stand_in_gives_what_the_kernel_gives():
     """Where the kernels cannot be built, a compiled graph calls cpu_paged_decode instead: same arguments, padding
     rows included, same cache writes and (for the real rows) the same output."""
@@ -285,6 +328,20 @@ def test_norm_rotary_and_silu_kernels_refuse_what_they_cannot_read():
         cpu_kernels.add_rms_norm(torch.randn(2, 8), torch.randn(3, 8), torch.ones(8), 1e-6)
     with pytest.raises(RuntimeError, match="even number"):
         cpu_kernels.silu_and_mul(torch.randn(2, 7))
+
+
+def test_bf16_kernel_engines_follow_the_torch_ops_on_the_bundled_model(bundled_model_dir):
+    """dtype auto on a CPU with AVX512-BF16: decode-sized linears through the streaming kernel, prefill through
+    ATen, and the same greedy text as the plain bf16 model (only the order of fp32 additions differs)."""
+    fast = LLMEngine(str(bundled_model_dir), EngineConfig(device="cpu", num_kv_blocks=64))
+    if not fast.runner.bf16_kernel:
+        pytest.skip("no AVX512-BF16: dtype auto does not use the bf16 kernel")
+    plain = LLMEngine(str(bundled_model_dir), EngineConfig(device="cpu", dtype="bfloat16", num_kv_blocks=64))
+    assert not plain.runner.bf16_kernel
+    prompts = [fast.tokenizer.encode(text) for text in ("The capital of France is", "写一首关于春天的诗")]
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    ours = [r.token_ids for r in fast.generate(prompts, params)]
+    assert ours == [r.token_ids for r in plain.generate(prompts, params)]
 
 
 def test_fp16_weight_engines_run_eager_steps_through_the_kernels(tiny_model_dir):

@@ -74,12 +74,13 @@ def test_a_bucket_compiles_in_the_background_while_steps_run_eagerly(tiny_model_
     assert again.token_ids == first.token_ids
 
 
-def test_fp16_weights_run_compiled_as_they_run_eagerly(tiny_model_dir):
-    """dtype auto on a CPU without native bf16: the FBGEMM op sits in the compiled graph, same tokens as eager."""
+def test_dtype_auto_weight_kernels_run_compiled_as_they_run_eagerly(tiny_model_dir):
+    """dtype auto picks a weight kernel for the CPU: fp16 weights (FBGEMM's op or ours) without native bf16, the
+    bf16 streaming kernel with AVX512-BF16. Either op sits in the compiled graph, with the same tokens as eager."""
     path = tiny_model_dir("llama")
     engine = compiled_engine(path, dtype="auto")
-    if not engine.runner.fp16_weights:
-        pytest.skip("this CPU runs bf16 natively or has no FBGEMM: dtype auto does not use fp16 weights")
+    if not (engine.runner.fp16_weights or engine.runner.bf16_kernel):
+        pytest.skip("this CPU has neither FBGEMM's fp16 GEMM nor AVX512-BF16: dtype auto uses the torch ops")
     engine.runner.cpu_graphs.sizes = [1]
     engine.runner.cpu_graphs.warm_up()
     eager = LLMEngine(str(path), EngineConfig(device="cpu", num_kv_blocks=128, enforce_eager=True))

@@ -25,8 +25,8 @@ import torch
 log = logging.getLogger(__name__)
 
 NAME = "inkstone_cpu_kernels"
-SOURCES = [Path(__file__).with_name(name) for name in ("paged_decode.cpp", "linear_f16.cpp", "rows.cpp",
-                                                       "norm_act.cpp")]
+SOURCES = [Path(__file__).with_name(name) for name in ("paged_decode.cpp", "linear_f16.cpp", "linear_bf16.cpp",
+                                                       "rows.cpp", "norm_act.cpp")]
 HEADERS = [Path(__file__).with_name("common.h")]
 # -ffast-math lets the compiler vectorize exp (glibc's vector math) and the dot products' reductions; the kernels
 # have no inf or NaN to keep (scores are finite, padding rows attend to nothing), except the sampler's row checks,
@@ -69,6 +69,7 @@ def available() -> bool:
     # What a compiled graph needs to trace through the op: its output's shape, dtype and device.
     torch.library.register_fake("inkstone_cpu::paged_decode")(_paged_decode_fake)
     torch.library.register_fake("inkstone_cpu::linear_f16w")(_linear_f16w_fake)
+    torch.library.register_fake("inkstone_cpu::linear_bf16")(_linear_bf16_fake)
     return True
 
 
@@ -97,6 +98,10 @@ def _linear_f16w_fake(x, packed, bias, out_features):
     return x.new_empty(*x.shape[:-1], out_features)
 
 
+def _linear_bf16_fake(x, w, bias):
+    return x.new_empty(*x.shape[:-1], w.shape[0])
+
+
 PACK_GROUP = 8
 """Output rows per group of the packed fp16 weight layout (linear_f16.cpp says why it is packed)."""
 
@@ -115,6 +120,18 @@ def linear_f16w(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None
     """x [..., in] fp32 times a weight packed by pack_f16w (+ bias [out] fp32) -> [..., out] fp32, accumulated in
     fp32."""
     return torch.ops.inkstone_cpu.linear_f16w(x, packed, bias, out_features)
+
+
+@functools.cache
+def linear_bf16_max_rows() -> int:
+    """Rows of x up to which linear_bf16 streams the weight itself (0 where the library was built for a CPU
+    without AVX512-BF16); past them it is ATen's linear."""
+    return torch.ops.inkstone_cpu.linear_bf16_max_rows()
+
+
+def linear_bf16(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., in] bf16 times w [out, in] bf16 (+ bias [out] bf16) -> [..., out] bf16, accumulated in fp32."""
+    return torch.ops.inkstone_cpu.linear_bf16(x, w, bias)
 
 
 def paged_decode(q, key, value, kv_cache, layer: int, slot_mapping, seq_lens, block_tables, scale: float):

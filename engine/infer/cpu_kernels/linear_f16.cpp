@@ -12,7 +12,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
 
 #include "common.h"
 
@@ -87,34 +86,9 @@ inline void group_scalar(const float* x, int64_t K, const at::Half* p, float* ou
   std::copy(acc, acc + kGroup, out);
 }
 
-// parallel_for over [0, n) with chunks handed out as threads ask (guided: each a share of what is left, at least
-// min_chunk), not split evenly up front. A thread slowed down (memory, or preempted by the API process and the
-// client at every streamed token) then holds up the step by one small chunk, not by the rest of its share. A
-// decode step's 120 linears of the bundled model ran 1-5% faster than with an even split (alternating, 2 cores).
-template <typename F>
-void guided_for(int64_t n, int64_t min_chunk, const F& f) {
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), (n + min_chunk - 1) / min_chunk);
-  if (threads <= 1 || at::in_parallel_region()) {
-    f(0, n);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-    int64_t begin = next.load(std::memory_order_relaxed), size;
-    while (true) {
-      do {
-        if (begin >= n) return;
-        size = std::min(n - begin, std::max(min_chunk, (n - begin) / (2 * threads)));
-      } while (!next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed));
-      f(begin, begin + size);
-      begin = next.load(std::memory_order_relaxed);
-    }
-  });
-}
-
 void streaming(const float* x, const at::Half* w, int64_t M, int64_t N, int64_t K, float* y) {
   const int64_t groups = (N + kGroup - 1) / kGroup;
-  guided_for(groups, 4, [&](int64_t begin, int64_t end) {
+  inkstone::guided_for(groups, 4, [&](int64_t begin, int64_t end) {
     alignas(32) float out[kRowsX * kGroup];
     for (int64_t g = begin; g < end; ++g) {
       const at::Half* p = w + g * K * kGroup;

@@ -13,14 +13,15 @@ from torch import nn
 class LMHead(nn.Linear):
     def __init__(self, hidden_size: int, vocab_size: int, bias: bool = False, dtype=None, device=None):
         super().__init__(hidden_size, vocab_size, bias=bias, dtype=dtype, device=device)
-        self.fp16: nn.Module | None = None
-        """An fp16-weight copy of this head (layers/fp16_weights.py) that computes it instead, when set."""
+        self.kernel: nn.Module | None = None
+        """A module that computes this head instead, when set: an fp16-weight copy (layers/fp16_weights.py) or
+        the bf16 streaming kernel over this weight (layers/bf16_linear.py)."""
 
     def forward(self, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         if rows is not None:
             hidden = hidden.index_select(0, rows)
-        if self.fp16 is not None:
-            return self.fp16(hidden)
+        if self.kernel is not None:
+            return self.kernel(hidden).float()
         return super().forward(hidden).float()
 
 

@@ -91,7 +91,7 @@ def use_fp16_weights(model: nn.Module) -> int:
                 continue
             fp16 = Fp16WeightLinear(child.weight, child.bias)
             if isinstance(child, LMHead):
-                child.fp16 = fp16  # the head may share its weight with the embedding, which stays fp32
+                child.kernel = fp16  # the head may share its weight with the embedding, which stays fp32
             else:
                 setattr(parent, name, fp16)
             count += 1

@@ -1,0 +1,154 @@
+// y = x @ w.T + bias for bf16 x [M, K] and a bf16 weight w [N, K] as the checkpoint stores it, on CPUs with
+// AVX512-BF16 (where the engine runs bf16 by default). A decode step reads every weight once per token, so its
+// speed is how fast the weights stream; ATen's bf16 linear (oneDNN) streamed them at ~10 GB/s at 1-16 rows of x
+// on a 2-core Xeon that reads ~24 GB/s, which made batch-1 decode 0.7x llama.cpp's. Here each thread walks its
+// share of w four rows at a time, in order, and VDPBF16PS takes 32 products of a row a cycle straight from the
+// bf16 values, accumulated in fp32 as oneDNN does (one rounding to bf16 at the end), so the weight is read in
+// place: no packed copy, and prefill-sized M goes to ATen's AMX GEMM over the same tensor.
+
+#include <torch/extension.h>
+
+#include "common.h"
+
+namespace {
+
+// Up to this many rows of x stream the weight here; more go to ATen (AMX), whose GEMM wins once the arithmetic,
+// not the bytes, sets the time. The bundled model's 211 matrices, cold, against ATen's bf16 linear (2-core
+// Xeon, AMX): 12.1 against 25.5 ms at 1 row, 14.3/26.3 at 4, 22.2/26.8 at 8, 38.0/27.6 at 16.
+constexpr int64_t kSmallM = 8;
+
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+constexpr bool kNative = true;
+constexpr int64_t kRowsW = 4;  // weight rows per tile, read side by side, each 64-byte line used whole
+constexpr int64_t kRowsX = 4;  // rows of x per tile; 16 accumulators in flight hide VDPBF16PS's latency
+constexpr int64_t kLane = 32;  // bf16 values per 512-bit register
+
+inline __m512bh load32(const at::BFloat16* p, __mmask32 mask) {
+  return (__m512bh)_mm512_maskz_loadu_epi16(mask, p);
+}
+
+inline __m256 fold(__m512 v) {  // the two 256-bit halves added
+  return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+// [sum of a0's lanes, a1's, a2's, a3's]: one pass of adds and horizontal adds for all four. Reducing each on its
+// own (_mm512_reduce_add_ps) took as long as the dot products of a small layer at 4-16 rows of x.
+inline __m128 sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(fold(a0), fold(a1)), _mm256_hadd_ps(fold(a2), fold(a3)));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// The dot products of the four weight rows w[0..4) with x rows x[0..RX) (each K long, x rows stride K): out[r]
+// holds x row r's four, as fp32 sums of exact bf16 products. The first pass over a block of rows prefetches the
+// next block (one block, ~4 KiB, ahead; the rows are contiguous).
+template <int RX, bool kPrefetch>
+void tile(const at::BFloat16* const* w, const at::BFloat16* x, int64_t K, __m128* out) {
+  __m512 acc[kRowsW][RX];
+  for (int i = 0; i < kRowsW; ++i) {
+    for (int r = 0; r < RX; ++r) acc[i][r] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < K; k += kLane) {
+    const __mmask32 mask = K - k >= kLane ? ~__mmask32{0} : (__mmask32{1} << (K - k)) - 1;
+    __m512bh wv[kRowsW];
+    for (int i = 0; i < kRowsW; ++i) {
+      if constexpr (kPrefetch) _mm_prefetch(reinterpret_cast<const char*>(w[i] + k + kRowsW * K), _MM_HINT_T0);
+      wv[i] = load32(w[i] + k, mask);
+    }
+    for (int r = 0; r < RX; ++r) {
+      const __m512bh xv = load32(x + r * K + k, mask);
+      for (int i = 0; i < kRowsW; ++i) acc[i][r] = _mm512_dpbf16_ps(acc[i][r], xv, wv[i]);
+    }
+  }
+  for (int r = 0; r < RX; ++r) out[r] = sum4(acc[0][r], acc[1][r], acc[2][r], acc[3][r]);
+}
+
+template <bool kPrefetch>
+void tile_rows(const at::BFloat16* const* w, const at::BFloat16* x, int64_t rows, int64_t K, __m128* out) {
+  switch (rows) {
+    case 1: tile<1, kPrefetch>(w, x, K, out); break;
+    case 2: tile<2, kPrefetch>(w, x, K, out); break;
+    case 3: tile<3, kPrefetch>(w, x, K, out); break;
+    default: tile<4, kPrefetch>(w, x, K, out); break;
+  }
+}
+
+// bf16 [4] at p as fp32 (a bf16 is the top half of an fp32).
+inline __m128 load4(const at::BFloat16* p) {
+  const __m128i wide = _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return _mm_castsi128_ps(_mm_slli_epi32(wide, 16));
+}
+
+void streaming(const at::BFloat16* x, const at::BFloat16* w, const at::BFloat16* bias, int64_t M, int64_t N,
+               int64_t K, at::BFloat16* y) {
+  const int64_t blocks = (N + kRowsW - 1) / kRowsW;
+  inkstone::guided_for(blocks, 4, [&](int64_t begin, int64_t end) {
+    __m128 out[kRowsX];
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t n0 = b * kRowsW, valid = std::min(kRowsW, N - n0);
+      const at::BFloat16* rows[kRowsW];
+      for (int64_t i = 0; i < kRowsW; ++i) rows[i] = w + (n0 + std::min(i, valid - 1)) * K;  // last block: repeat
+      __m128 bias4 = _mm_setzero_ps();
+      if (bias && valid == kRowsW) bias4 = load4(bias + n0);
+      for (int64_t m = 0; m < M; m += kRowsX) {  // the block's rows come from memory once, then from L1/L2
+        const int64_t rows_x = std::min(kRowsX, M - m);
+        if (m == 0) {
+          tile_rows<true>(rows, x, rows_x, K, out);
+        } else {
+          tile_rows<false>(rows, x + m * K, rows_x, K, out);
+        }
+        for (int64_t r = 0; r < rows_x; ++r) {
+          at::BFloat16* yr = y + (m + r) * N + n0;
+          if (valid == kRowsW) {  // fp32 -> bf16 rounded to nearest even, as ATen rounds
+            const __m128bh packed = _mm_cvtneps_pbh(_mm_add_ps(out[r], bias4));
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(yr), (__m128i)packed);
+          } else {
+            alignas(16) float sums[kRowsW];
+            _mm_store_ps(sums, out[r]);
+            for (int64_t i = 0; i < valid; ++i) {
+              yr[i] = static_cast<at::BFloat16>(sums[i] + (bias ? static_cast<float>(bias[n0 + i]) : 0.0f));
+            }
+          }
+        }
+      }
+    }
+  });
+}
+#else
+constexpr bool kNative = false;
+#endif
+
+}  // namespace
+
+at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16,
+              "linear_bf16: x and the weight must be bfloat16, got ", x.scalar_type(), " and ", w.scalar_type());
+  TORCH_CHECK(w.dim() == 2 && w.is_contiguous(), "linear_bf16: the weight must be a contiguous [out, in] matrix");
+  const int64_t N = w.size(0), K = w.size(1);
+  TORCH_CHECK(x.size(-1) == K, "linear_bf16: x has ", x.size(-1), " features, the weight ", K);
+  const bool has_bias = bias.has_value() && bias->defined();
+  TORCH_CHECK(!has_bias || (bias->scalar_type() == at::kBFloat16 && bias->numel() == N && bias->is_contiguous()),
+              "linear_bf16: the bias must be bfloat16 with one value per output feature");
+  const int64_t M = x.numel() / K;
+  if (!kNative || M > kSmallM || K == 0) {
+    return at::linear(x, w, has_bias ? *bias : at::Tensor());
+  }
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  auto y = at::empty(shape, x.options());
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+  auto x2 = x.reshape({M, K}).contiguous();
+  streaming(x2.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(),
+            has_bias ? bias->data_ptr<at::BFloat16>() : nullptr, M, N, K, y.data_ptr<at::BFloat16>());
+#endif
+  return y;
+}
+
+// Rows of x up to which linear_bf16 streams the weight itself; 0 on a build without AVX512-BF16.
+int64_t linear_bf16_max_rows() { return kNative ? kSmallM : 0; }
+
+TORCH_LIBRARY_FRAGMENT(inkstone_cpu, m) {
+  m.def("linear_bf16(Tensor x, Tensor w, Tensor? bias) -> Tensor");
+  m.def("linear_bf16_max_rows() -> int", &linear_bf16_max_rows);  // no tensor to dispatch on: one kernel for all
+}
+
+TORCH_LIBRARY_IMPL(inkstone_cpu, CPU, m) { m.impl("linear_bf16", &linear_bf16); }
