@@ -185,13 +185,14 @@ def test_packing_puts_each_group_of_eight_rows_k_major():
     assert torch.equal(packed[1, 2, :2], weight[8:, 2].half()) and not packed[1, :, 2:].any()
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8, 9, 40])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8, 9, 16, 17, 40])
 @pytest.mark.parametrize("n,k", [(96, 64), (131, 77), (600, 1536), (3, 5), (7, 33)])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_bf16_linear_matches_fp32_matmul_over_the_same_values(m, n, k, with_bias):
-    """Tiles of four weight rows and up to four rows of x, k in steps of 32: shapes that fill none of them, and
-    batches on both sides of the streaming limit. Products of bf16 values are exact in fp32, so the result is the
-    fp32 sum rounded once to bf16."""
+    """Dot-product tiles of four weight rows and up to four rows of x, k in steps of 32; AMX tiles of 32 weight
+    rows (k a multiple of 32, the rows past the last whole block left to the dot products) for 5-16 rows of x;
+    shapes that fill none of them, and batches on both sides of the streaming limit. Products of bf16 values are
+    exact in fp32, so the result is the fp32 sum rounded once to bf16."""
     gen = torch.Generator().manual_seed(m * n + k)
     weight = (torch.randn(n, k, generator=gen) * 0.05).bfloat16()
     bias = torch.randn(n, generator=gen).bfloat16() if with_bias else None
@@ -209,11 +210,12 @@ def test_bf16_linear_streams_small_batches_itself_where_the_cpu_has_avx512_bf16(
     if rows == 0:
         pytest.skip("no AVX512-BF16: linear_bf16 is ATen's linear")
     gen = torch.Generator().manual_seed(3)
-    weight = torch.randint(-8, 8, (300, 100), generator=gen).bfloat16()  # small integers: every sum exact
-    x = torch.randint(-8, 8, (rows, 100), generator=gen).bfloat16()
+    weight = torch.randint(-8, 8, (300, 128), generator=gen).bfloat16()  # small integers: every sum exact
     bias = torch.randint(-8, 8, (300,), generator=gen).bfloat16()
-    exact = torch.nn.functional.linear(x.double(), weight.double(), bias.double())
-    assert torch.equal(cpu_kernels.linear_bf16(x, weight, bias), exact.bfloat16())  # sums to 6400 round in bf16
+    for m in (1, 4, rows):  # the dot-product tiles, and AMX where the CPU has it
+        x = torch.randint(-8, 8, (m, 128), generator=gen).bfloat16()
+        exact = torch.nn.functional.linear(x.double(), weight.double(), bias.double())
+        assert torch.equal(cpu_kernels.linear_bf16(x, weight, bias), exact.bfloat16())  # sums to 8192 round
 
 
 def test_bf16_linear_keeps_leading_dimensions_and_refuses_wrong_inputs():
@@ -338,10 +340,13 @@ def test_bf16_kernel_engines_follow_the_torch_ops_on_the_bundled_model(bundled_m
         pytest.skip("no AVX512-BF16: dtype auto does not use the bf16 kernel")
     plain = LLMEngine(str(bundled_model_dir), EngineConfig(device="cpu", dtype="bfloat16", num_kv_blocks=64))
     assert not plain.runner.bf16_kernel
-    prompts = [fast.tokenizer.encode(text) for text in ("The capital of France is", "写一首关于春天的诗")]
+    texts = ["The capital of France is", "写一首关于春天的诗", "def fibonacci(n):", "List three primary colors:",
+             "Translate to French: good morning", "人工智能的未来是"]
     params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
-    ours = [r.token_ids for r in fast.generate(prompts, params)]
-    assert ours == [r.token_ids for r in plain.generate(prompts, params)]
+    for batch in (texts[:2], texts):  # decode steps of 2 rows (dot-product tiles) and of 6 (AMX where present)
+        prompts = [fast.tokenizer.encode(text) for text in batch]
+        ours = [r.token_ids for r in fast.generate(prompts, params)]
+        assert ours == [r.token_ids for r in plain.generate(prompts, params)]
 
 
 def test_fp16_weight_engines_run_eager_steps_through_the_kernels(tiny_model_dir):

@@ -2,20 +2,32 @@
 // AVX512-BF16 (where the engine runs bf16 by default). A decode step reads every weight once per token, so its
 // speed is how fast the weights stream; ATen's bf16 linear (oneDNN) streamed them at ~10 GB/s at 1-16 rows of x
 // on a 2-core Xeon that reads ~24 GB/s, which made batch-1 decode 0.7x llama.cpp's. Here each thread walks its
-// share of w four rows at a time, in order, and VDPBF16PS takes 32 products of a row a cycle straight from the
-// bf16 values, accumulated in fp32 as oneDNN does (one rounding to bf16 at the end), so the weight is read in
-// place: no packed copy, and prefill-sized M goes to ATen's AMX GEMM over the same tensor.
+// share of w in order: a few rows of x take VDPBF16PS dot products (32 products of a row an instruction, straight
+// from the bf16 values), more take AMX tile products. Both accumulate in fp32 as oneDNN does, with one rounding
+// to bf16 at the end, and both read the weight in place: no packed copy, and prefill-sized M goes to ATen's AMX
+// GEMM over the same tensor.
 
 #include <torch/extension.h>
+
+#include <vector>
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "common.h"
 
 namespace {
 
-// Up to this many rows of x stream the weight here; more go to ATen (AMX), whose GEMM wins once the arithmetic,
-// not the bytes, sets the time. The bundled model's 211 matrices, cold, against ATen's bf16 linear (2-core
-// Xeon, AMX): 12.1 against 25.5 ms at 1 row, 14.3/26.3 at 4, 22.2/26.8 at 8, 38.0/27.6 at 16.
-constexpr int64_t kSmallM = 8;
+// Up to this many rows of x stream the weight here; more go to ATen's GEMM (AMX), which wins once the arithmetic,
+// not the bytes, sets the time. The bundled model's 211 matrices, cold, against ATen's bf16 linear, which took
+// 25-28 ms at every size from 1 to 16 rows (2-core Xeon): the dot-product tiles 11.6 ms at 1 row, 14.9 at 4, 17.3
+// at 5, 22.2 at 8, 38.0 at 16; the AMX tiles 15.4 at 1, 15.0 at 4, 16.7 at 5, 16.3 at 8, 18.2 at 16.
+constexpr int64_t kSmallM = 8;      // the dot-product tiles alone
+constexpr int64_t kSmallMAmx = 16;  // with AMX (an AMX tile holds 16 rows of x)
+// From this many rows of x on, AMX (where the CPU has it) instead of the dot-product tiles.
+constexpr int64_t kAmxMinM = 5;
 
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
 constexpr bool kNative = true;
@@ -78,8 +90,9 @@ inline __m128 load4(const at::BFloat16* p) {
   return _mm_castsi128_ps(_mm_slli_epi32(wide, 16));
 }
 
+// Weight rows [0, N) (w and bias already offset to them) into columns [0, N) of y, whose rows are ldy apart.
 void streaming(const at::BFloat16* x, const at::BFloat16* w, const at::BFloat16* bias, int64_t M, int64_t N,
-               int64_t K, at::BFloat16* y) {
+               int64_t K, at::BFloat16* y, int64_t ldy) {
   const int64_t blocks = (N + kRowsW - 1) / kRowsW;
   inkstone::guided_for(blocks, 4, [&](int64_t begin, int64_t end) {
     __m128 out[kRowsX];
@@ -97,7 +110,7 @@ void streaming(const at::BFloat16* x, const at::BFloat16* w, const at::BFloat16*
           tile_rows<false>(rows, x + m * K, rows_x, K, out);
         }
         for (int64_t r = 0; r < rows_x; ++r) {
-          at::BFloat16* yr = y + (m + r) * N + n0;
+          at::BFloat16* yr = y + (m + r) * ldy + n0;
           if (valid == kRowsW) {  // fp32 -> bf16 rounded to nearest even, as ATen rounds
             const __m128bh packed = _mm_cvtneps_pbh(_mm_add_ps(out[r], bias4));
             _mm_storel_epi64(reinterpret_cast<__m128i*>(yr), (__m128i)packed);
@@ -113,11 +126,106 @@ void streaming(const at::BFloat16* x, const at::BFloat16* w, const at::BFloat16*
     }
   });
 }
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+// AMX: one TDPBF16PS multiplies 16 weight rows by 32 k of up to 16 rows of x. A tile of the weight loads
+// straight from its row-major rows (16 rows of 64 bytes, K apart), so this too reads the weight in place; x goes
+// once per call into the pair-interleaved layout the second operand needs. The product is y's transpose, 16
+// weight rows by 16 rows of x, turned back with gathers. At 9-16 rows of x the dot-product tiles above are bound
+// by their arithmetic (~40 flops a cycle); this is bound by the weight's bytes again.
+constexpr int64_t kAmxRows = 32;  // weight rows per block: two accumulator tiles, so two products overlap
+constexpr int64_t kAmxK = 32;     // k per tile product
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Linux hands out the tile registers' state only to a process that asks (ATen's oneDNN asks too; asking twice
+// is harmless). False where the kernel refuses: the dot-product tiles then serve every batch.
+bool amx_permitted() {
+  static const bool ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+  return ok;
+}
+
+void amx_configure() {  // per thread: tiles 0-1 accumulate, 2-3 hold weight rows, 4 holds x
+  TileConfig cfg;
+  for (int t = 0; t < 5; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// x [M, K] (M <= 16) as the tile operand: [K / 2][16][2], k pairs of each row side by side, rows past M zero.
+std::vector<at::BFloat16> interleave_pairs(const at::BFloat16* x, int64_t M, int64_t K) {
+  std::vector<at::BFloat16> xv(K * 16, at::BFloat16(0.0f));
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t k = 0; k < K; ++k) xv[(k / 2) * 32 + m * 2 + (k % 2)] = x[m * K + k];
+  }
+  return xv;
+}
+
+// Weight rows [0, blocks * 32) into y (rows ldy apart); K a multiple of 32.
+void amx_streaming(const at::BFloat16* xv, const at::BFloat16* w, const at::BFloat16* bias, int64_t M,
+                   int64_t blocks, int64_t K, at::BFloat16* y, int64_t ldy) {
+  inkstone::guided_for(blocks, 2, [&](int64_t begin, int64_t end) {
+    amx_configure();
+    alignas(64) float c[kAmxRows * 16];  // [weight row][row of x]
+    const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                                                                15), _mm512_set1_epi32(16));
+    for (int64_t b = begin; b < end; ++b) {
+      const at::BFloat16* rows = w + b * kAmxRows * K;
+      _tile_zero(0);
+      _tile_zero(1);
+      for (int64_t k = 0; k < K; k += kAmxK) {
+        for (int64_t i = 0; i < kAmxRows; ++i) {  // the next block's lines at this k, one block ahead
+          _mm_prefetch(reinterpret_cast<const char*>(rows + (kAmxRows + i) * K + k), _MM_HINT_T0);
+        }
+        _tile_loadd(4, xv + k * 16, 64);
+        _tile_loadd(2, rows + k, K * 2);
+        _tile_loadd(3, rows + 16 * K + k, K * 2);
+        _tile_dpbf16ps(0, 2, 4);
+        _tile_dpbf16ps(1, 3, 4);
+      }
+      _tile_stored(0, c, 64);
+      _tile_stored(1, c + 16 * 16, 64);
+      const int64_t n0 = b * kAmxRows;
+      __m512 bias_lo = _mm512_setzero_ps(), bias_hi = bias_lo;
+      if (bias) {
+        const auto widen = [](const at::BFloat16* p) {
+          const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+          return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+        };
+        bias_lo = widen(bias + n0);
+        bias_hi = widen(bias + n0 + 16);
+      }
+      for (int64_t m = 0; m < M; ++m) {  // row m of y: column m of the two products
+        const __m512 lo = _mm512_add_ps(_mm512_i32gather_ps(column, c + m, 4), bias_lo);
+        const __m512 hi = _mm512_add_ps(_mm512_i32gather_ps(column, c + 16 * 16 + m, 4), bias_hi);
+        _mm512_storeu_si512(y + m * ldy + n0, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+      }
+    }
+    _tile_release();
+  });
+}
+#endif
 #else
 constexpr bool kNative = false;
 #endif
 
 }  // namespace
+
+// Rows of x up to which linear_bf16 streams the weight itself; 0 on a build without AVX512-BF16.
+int64_t linear_bf16_max_rows() {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+  if (amx_permitted()) return kSmallMAmx;
+#endif
+  return kNative ? kSmallM : 0;
+}
 
 at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16,
@@ -129,7 +237,7 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& w, const c10::opti
   TORCH_CHECK(!has_bias || (bias->scalar_type() == at::kBFloat16 && bias->numel() == N && bias->is_contiguous()),
               "linear_bf16: the bias must be bfloat16 with one value per output feature");
   const int64_t M = x.numel() / K;
-  if (!kNative || M > kSmallM || K == 0) {
+  if (M > linear_bf16_max_rows() || K == 0) {
     return at::linear(x, w, has_bias ? *bias : at::Tensor());
   }
   auto shape = x.sizes().vec();
@@ -137,14 +245,23 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& w, const c10::opti
   auto y = at::empty(shape, x.options());
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
   auto x2 = x.reshape({M, K}).contiguous();
-  streaming(x2.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(),
-            has_bias ? bias->data_ptr<at::BFloat16>() : nullptr, M, N, K, y.data_ptr<at::BFloat16>());
+  const at::BFloat16* xp = x2.data_ptr<at::BFloat16>();
+  const at::BFloat16* wp = w.data_ptr<at::BFloat16>();
+  const at::BFloat16* bp = has_bias ? bias->data_ptr<at::BFloat16>() : nullptr;
+  at::BFloat16* yp = y.data_ptr<at::BFloat16>();
+  int64_t done = 0;  // weight rows computed by AMX; the rest by the dot-product tiles
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+  if (M >= kAmxMinM && K % kAmxK == 0 && N >= kAmxRows && amx_permitted()) {
+    const std::vector<at::BFloat16> xv = interleave_pairs(xp, M, K);
+    amx_streaming(xv.data(), wp, bp, M, N / kAmxRows, K, yp, N);
+    done = N / kAmxRows * kAmxRows;
+  }
+#endif
+  if (done < N) streaming(xp, wp + done * K, bp ? bp + done : nullptr, M, N - done, K, yp + done, N);
 #endif
   return y;
 }
 
-// Rows of x up to which linear_bf16 streams the weight itself; 0 on a build without AVX512-BF16.
-int64_t linear_bf16_max_rows() { return kNative ? kSmallM : 0; }
 
 TORCH_LIBRARY_FRAGMENT(inkstone_cpu, m) {
   m.def("linear_bf16(Tensor x, Tensor w, Tensor? bias) -> Tensor");

@@ -1,10 +1,10 @@
 """bf16 linear layers through our streaming kernel for the small batches of decode, on CPUs with AVX512-BF16.
 
 A decode step reads every weight once per token, so on the CPU its speed is how fast the weights stream from
-memory. ATen's bf16 linear (oneDNN) streamed them at ~10 GB/s at 1-8 rows on a 2-core Xeon that reads ~24 GB/s;
-engine/infer/cpu_kernels/linear_bf16.cpp streams the same weight, in place, at ~22 GB/s for one row. Larger
-batches (prefill, batch 16) go to ATen's AMX GEMM inside the same op, over the same tensor: no second copy of
-any weight. Used for dtype "auto" where that picked bf16; an explicit dtype "bfloat16" keeps the torch op.
+memory. ATen's bf16 linear (oneDNN) streamed them at ~10 GB/s at 1-16 rows on a 2-core Xeon that reads ~24 GB/s;
+engine/infer/cpu_kernels/linear_bf16.cpp streams the same weight, in place, at ~23 GB/s for one row and ~15 GB/s
+for 16 (with AMX). Larger batches (prefill) go to ATen's AMX GEMM, over the same tensor: no second copy of any
+weight. Used for dtype "auto" where that picked bf16; an explicit dtype "bfloat16" keeps the torch op.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ class Bf16KernelLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() > self.max_rows * self.in_features:
-            # ATen's linear, called here rather than inside the op, so that a compiled graph of batch 16 keeps
-            # inductor's own call to it (through the op it ran 2-3% slower a step).
+            # ATen's linear, called here rather than inside the op, so that a compiled graph keeps inductor's own
+            # call to it (through the op a batch-16 step ran 2-3% slower).
             return F.linear(x, self.weight, self.bias)
         return cpu_kernels.linear_bf16(x, self.weight, self.bias)
 
