@@ -114,4 +114,34 @@ def _json_field(text: str, name: str) -> None:
         raise ValueError(f"{name}: not valid JSON ({exc})") from None
     if not isinstance(value, (dict, bool)):
         raise ValueError(f"{name}: a JSON Schema must be an object, got {type(value).__name__}")
+    outside = _outside_ref(value, "")
+    if outside is not None:
+        ref, where = outside
+        # xgrammar only warns on such a reference and lets any JSON value stand in for it, which would drop the
+        # constraint there without a word; nothing is ever fetched.
+        raise ValueError(f"{name}: $ref {ref!r} at {where or 'the top level'} points outside the schema; only "
+                         f"references within it ('#' or '#/...', e.g. '#/$defs/item') are supported")
+
+
+# Keywords whose values are data, not schemas: a {"$ref": ...} inside them is an example value, not a reference.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+
+
+def _outside_ref(schema: object, where: str) -> tuple[str, str] | None:
+    """The first $ref in schema that is not a JSON pointer into the schema itself, and its path ("properties.a")."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref != "#" and not ref.startswith("#/"):
+            return ref, where
+        children = ((f"{where}.{key}" if where else key, child) for key, child in schema.items()
+                    if key not in _DATA_KEYWORDS)
+    elif isinstance(schema, list):
+        children = ((f"{where}[{i}]", child) for i, child in enumerate(schema))
+    else:
+        return None
+    for path, child in children:
+        found = _outside_ref(child, path)
+        if found is not None:
+            return found
+    return None
 

@@ -219,6 +219,20 @@ def test_unsupported_or_malformed_constraints_are_refused_with_the_field(engine)
     assert not engine.has_unfinished_requests()
 
 
+def test_a_reference_outside_the_schema_is_refused_with_where_it_sits():
+    """xgrammar would let any value stand in for it; the request is refused instead, before any work."""
+    remote = {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "https://x.test/s.json"}}}}
+    with pytest.raises(ValueError, match=r"json_schema: \$ref 'https://x.test/s.json' at properties.items.items "
+                                         r"points outside the schema"):
+        StructuredOutput.from_schema(remote).validate()
+    with pytest.raises(ValueError, match=r"functions\[0\].parameters: \$ref 'other.json#/a' at the top level"):
+        StructuredOutput(tool_calls=ToolCalls((ToolFunction("f", '{"$ref": "other.json#/a"}'),))).validate()
+    local = {"$defs": {"n": {"type": "integer"}}, "type": "object", "properties": {
+        "n": {"$ref": "#/$defs/n"}, "$ref": {"type": "string"},  # a property named $ref is not a reference
+        "tag": {"const": {"$ref": "https://x.test/not-a-reference"}}}}  # data, not a schema
+    StructuredOutput.from_schema(local).validate()
+
+
 @pytest.mark.slow  # loads the bundled GGUF into llama.cpp
 def test_gguf_path_gets_the_same_masks():
     from engine.models.bundled import bundled_gguf_path

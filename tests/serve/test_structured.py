@@ -124,6 +124,11 @@ def test_unsupported_schema_is_a_400_that_names_it(client):
         ask(client, "x", response_format={"type": "json_schema", "json_schema": {"name": "b", "schema": bad}})
     error = caught.value.body
     assert error["param"] == "response_format" and "strin" in error["message"]
+    remote = {"type": "object", "properties": {"a": {"$ref": "https://x.test/a.json"}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, "x", response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": remote}})
+    error = caught.value.body
+    assert error["param"] == "response_format" and "properties.a points outside the schema" in error["message"]
     with pytest.raises(openai.BadRequestError) as caught:
         ask(client, "x", extra_body={"guided_regex": "(unclosed"})
     assert caught.value.body["param"] == "guided_regex"
