@@ -84,14 +84,8 @@ void tile_rows(const at::BFloat16* const* w, const at::BFloat16* x, int64_t rows
   }
 }
 
-// bf16 [4] at p as fp32 (a bf16 is the top half of an fp32).
-inline __m128 load4(const at::BFloat16* p) {
-  const __m128i wide = _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  return _mm_castsi128_ps(_mm_slli_epi32(wide, 16));
-}
-
-// Weight rows [0, N) (w and bias already offset to them) into columns [0, N) of y, whose rows are ldy apart.
-void streaming(const at::BFloat16* x, const at::BFloat16* w, const at::BFloat16* bias, int64_t M, int64_t N,
+// Weight rows [0, N) (w and the fp32 bias already offset to them) into columns [0, N) of y, rows ldy apart.
+void streaming(const at::BFloat16* x, const at::BFloat16* w, const float* bias, int64_t M, int64_t N,
                int64_t K, at::BFloat16* y, int64_t ldy) {
   const int64_t blocks = (N + kRowsW - 1) / kRowsW;
   inkstone::guided_for(blocks, 4, [&](int64_t begin, int64_t end) {
@@ -101,7 +95,7 @@ void streaming(const at::BFloat16* x, const at::BFloat16* w, const at::BFloat16*
       const at::BFloat16* rows[kRowsW];
       for (int64_t i = 0; i < kRowsW; ++i) rows[i] = w + (n0 + std::min(i, valid - 1)) * K;  // last block: repeat
       __m128 bias4 = _mm_setzero_ps();
-      if (bias && valid == kRowsW) bias4 = load4(bias + n0);
+      if (bias && valid == kRowsW) bias4 = _mm_loadu_ps(bias + n0);
       for (int64_t m = 0; m < M; m += kRowsX) {  // the block's rows come from memory once, then from L1/L2
         const int64_t rows_x = std::min(kRowsX, M - m);
         if (m == 0) {
@@ -118,7 +112,7 @@ void streaming(const at::BFloat16* x, const at::BFloat16* w, const at::BFloat16*
             alignas(16) float sums[kRowsW];
             _mm_store_ps(sums, out[r]);
             for (int64_t i = 0; i < valid; ++i) {
-              yr[i] = static_cast<at::BFloat16>(sums[i] + (bias ? static_cast<float>(bias[n0 + i]) : 0.0f));
+              yr[i] = static_cast<at::BFloat16>(sums[i] + (bias ? bias[n0 + i] : 0.0f));
             }
           }
         }
@@ -170,7 +164,7 @@ std::vector<at::BFloat16> interleave_pairs(const at::BFloat16* x, int64_t M, int
 }
 
 // Weight rows [0, blocks * 32) into y (rows ldy apart); K a multiple of 32.
-void amx_streaming(const at::BFloat16* xv, const at::BFloat16* w, const at::BFloat16* bias, int64_t M,
+void amx_streaming(const at::BFloat16* xv, const at::BFloat16* w, const float* bias, int64_t M,
                    int64_t blocks, int64_t K, at::BFloat16* y, int64_t ldy) {
   inkstone::guided_for(blocks, 2, [&](int64_t begin, int64_t end) {
     amx_configure();
@@ -196,12 +190,8 @@ void amx_streaming(const at::BFloat16* xv, const at::BFloat16* w, const at::BFlo
       const int64_t n0 = b * kAmxRows;
       __m512 bias_lo = _mm512_setzero_ps(), bias_hi = bias_lo;
       if (bias) {
-        const auto widen = [](const at::BFloat16* p) {
-          const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-          return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-        };
-        bias_lo = widen(bias + n0);
-        bias_hi = widen(bias + n0 + 16);
+        bias_lo = _mm512_loadu_ps(bias + n0);
+        bias_hi = _mm512_loadu_ps(bias + n0 + 16);
       }
       for (int64_t m = 0; m < M; ++m) {  // row m of y: column m of the two products
         const __m512 lo = _mm512_add_ps(_mm512_i32gather_ps(column, c + m, 4), bias_lo);
@@ -247,7 +237,8 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& w, const c10::opti
   auto x2 = x.reshape({M, K}).contiguous();
   const at::BFloat16* xp = x2.data_ptr<at::BFloat16>();
   const at::BFloat16* wp = w.data_ptr<at::BFloat16>();
-  const at::BFloat16* bp = has_bias ? bias->data_ptr<at::BFloat16>() : nullptr;
+  const at::Tensor bias_f = has_bias ? bias->to(at::kFloat) : at::Tensor();  // once, for every tile's epilogue
+  const float* bp = has_bias ? bias_f.data_ptr<float>() : nullptr;
   at::BFloat16* yp = y.data_ptr<at::BFloat16>();
   int64_t done = 0;  // weight rows computed by AMX; the rest by the dot-product tiles
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
@@ -261,7 +252,6 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& w, const c10::opti
 #endif
   return y;
 }
-
 
 TORCH_LIBRARY_FRAGMENT(inkstone_cpu, m) {
   m.def("linear_bf16(Tensor x, Tensor w, Tensor? bias) -> Tensor");
